@@ -1,0 +1,104 @@
+"""`sandbox.grade`: problems + completions in, one GradeResult per completion out, in order.
+
+Bad rows (unknown task_id, missing fields, no code block) become results with `error` set
+(and `no_code` verdicts where the problem is known); they never stop the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from .backends import Backend
+from .datasets import LoadedProblems, RowError, load_problems, read_jsonl
+from .extract import Policy, completion_code
+from .pool import Job, Pool
+from .problem import GradeResult, Granularity, Limits, Problem, Verdict
+
+ProblemsLike = str | os.PathLike[str] | LoadedProblems | Mapping[str, Problem] | Iterable[Problem]
+CompletionsLike = str | os.PathLike[str] | Iterable[Mapping[str, Any]]
+
+
+def as_problems(problems: ProblemsLike, **load_options: Any) -> dict[str, Problem]:
+    if isinstance(problems, (str, os.PathLike)):
+        loaded = load_problems(problems, **load_options)
+        return dict(loaded.problems)
+    if isinstance(problems, LoadedProblems):
+        return dict(problems.problems)
+    if isinstance(problems, Mapping):
+        return dict(problems)
+    return {p.task_id: p for p in problems}
+
+
+def _completion_rows(completions: CompletionsLike) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    if isinstance(completions, (str, os.PathLike)):
+        yield from read_jsonl(completions)
+    else:
+        for i, row in enumerate(completions, start=1):
+            yield i, row
+
+
+def iter_grade(
+    problems: ProblemsLike,
+    completions: CompletionsLike,
+    *,
+    backend: str | Backend = "auto",
+    workers: int | None = None,
+    granularity: Granularity = "per_test",
+    extract: Policy = "first",
+    limits: Limits | None = None,
+    progress: bool = False,
+    pool: Pool | None = None,
+) -> Iterator[GradeResult]:
+    """Stream results in completion order. Pass `pool` to reuse warm workers across calls."""
+    table = as_problems(problems)
+    if limits is not None:
+        table = {k: p.with_limits(limits) for k, p in table.items()}
+    rows = list(_completion_rows(completions))
+    ready: dict[int, GradeResult] = {}
+    jobs: list[Job] = []
+    for index, (rowno, row) in enumerate(rows):
+        result_or_job = _job(index, rowno, row, table, granularity, extract)
+        if isinstance(result_or_job, GradeResult):
+            ready[index] = result_or_job
+        else:
+            jobs.append(result_or_job)
+    owned = pool is None
+    pool = pool or Pool(backend, workers=workers, progress=progress)
+    try:
+        graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
+        for index in range(len(rows)):
+            yield ready.pop(index) if index in ready else next(graded)
+    finally:
+        if owned:
+            pool.close()
+
+
+def grade(problems: ProblemsLike, completions: CompletionsLike, **options: Any) -> list[GradeResult]:
+    """Grade every completion against its problem's tests; see `iter_grade` for the options."""
+    return list(iter_grade(problems, completions, **options))
+
+
+def _job(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy) -> Job | GradeResult:
+    if isinstance(row, RowError):
+        return GradeResult.invalid(row.task_id or "", f"completions {row}")
+    task_id = row.get("task_id") if isinstance(row, Mapping) else None
+    if task_id is None:
+        return GradeResult.invalid("", f"completions row {rowno}, field 'task_id': missing; add the task_id of the problem this completion answers")
+    task_id = str(task_id)
+    problem = table.get(task_id)
+    if problem is None:
+        return GradeResult.invalid(task_id, f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id")
+    try:
+        code = completion_code(dict(row), extract)
+    except ValueError as exc:
+        return GradeResult.invalid(task_id, f"completions row {rowno}: {exc}")
+    if code is None or not code.strip():
+        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", "no ```python code block in the completion")
+    return Job(index=index, problem=problem, code=code, granularity=granularity)
+
+
+def replace_limits(problem: Problem, **changes: Any) -> Problem:
+    return problem.with_limits(dataclasses.replace(problem.limits, **changes))

@@ -1,0 +1,235 @@
+"""`sandbox`: grade untrusted code from the command line.
+
+Every command has --help with an example. Output files are written atomically (a temporary
+file renamed into place), so a crash never leaves a half-written result file.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from .problem import GradeResult, Limits
+
+
+def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
+    """Write rows to `path` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def summary(results: list[GradeResult]) -> str:
+    """A few lines a person reads: counts per verdict, mean pass rate, what graded them."""
+    graded = [r for r in results if r.tests]
+    verdicts = collections.Counter(r.verdict.value for r in graded if r.verdict)
+    tests = sum(r.total for r in graded)
+    trusted = sum(sum(t.trusted for t in r.tests) for r in graded)
+    lines = [
+        f"completions: {len(results)}   graded: {len(graded)}   invalid rows: {len(results) - len(graded)}",
+        f"mean pass rate: {sum(r.pass_rate for r in graded) / max(len(graded), 1):.3f}   "
+        f"fully passed: {sum(r.pass_rate == 1.0 for r in graded)}",
+        "verdicts (first failing test per completion): " + ", ".join(f"{k}={v}" for k, v in verdicts.most_common()),
+        f"tests: {tests}   judged in the trusted process: {trusted / max(tests, 1):.2%}",
+        f"backend: {', '.join(sorted({r.backend for r in graded if r.backend})) or '-'}",
+    ]
+    errors = [r for r in results if r.error and not r.tests]
+    for r in errors[:5]:
+        lines.append(f"invalid: {r.error}")
+    return "\n".join(lines)
+
+
+def _limits(cpu: float | None, memory: int | None, wall: float | None) -> Limits | None:
+    if cpu is None and memory is None and wall is None:
+        return None
+    base = Limits()
+    return Limits(
+        cpu_s=cpu if cpu is not None else base.cpu_s,
+        wall_s=wall if wall is not None else max(base.wall_s, (cpu or base.cpu_s) + 2),
+        memory_mb=memory if memory is not None else base.memory_mb,
+    )
+
+
+backend_option = click.option("--backend", default="auto", show_default=True, help="auto, apptainer, bubblewrap or process.")
+workers_option = click.option("--workers", type=int, default=None, help="Warm judges to run (default: one per CPU).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Grade untrusted code against unit tests, without privileges."""
+
+
+@main.command()
+@click.option("--problems", "-p", required=True, type=click.Path(exists=True, dir_okay=False), help="Dataset file (JSONL or .jsonl.gz) in any registered format.")
+@click.option("--completions", "-c", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL rows with task_id plus code or completion.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write one JSON result per completion, in input order.")
+@backend_option
+@workers_option
+@click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True, help="A fork per test (clean state, as the paper) or one process per solution.")
+@click.option("--extract", type=click.Choice(["first", "last", "longest"]), default="first", show_default=True, help="Which ```python block of a completion to grade.")
+@click.option("--max-tests", type=int, default=None, help="Keep the first N tests of each problem (paper: 100).")
+@click.option("--min-tests", type=int, default=None, help="Drop problems with fewer tests (paper: 20).")
+@click.option("--cpu", type=float, default=None, help="CPU seconds per test (default 1).")
+@click.option("--memory", type=int, default=None, help="Memory per test in MiB (default 1024).")
+@click.option("--wall", type=float, default=None, help="Wall seconds per test (default 3).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: str, extract: str,
+          max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool) -> None:
+    """Grade completions against problems and write one result row per completion.
+
+    \b
+    Example:
+      sandbox grade -p LeetCodeDataset-v0.3.1-test.jsonl.gz -c samples.jsonl -o graded.jsonl --backend bubblewrap
+    """
+    from .api import grade as grade_all
+    from .datasets import load_problems
+
+    loaded = load_problems(problems, max_tests=max_tests, min_tests=min_tests)
+    for error in loaded.errors[:20]:
+        click.echo(f"problems: {error}", err=True)
+    if not loaded.problems:
+        raise click.ClickException(f"no usable problem in {problems} ({len(loaded.errors)} bad rows); see the messages above")
+    started = time.monotonic()
+    results = grade_all(loaded, completions, backend=backend, workers=workers, granularity=granularity, extract=extract,
+                        limits=_limits(cpu, memory, wall), progress=progress)
+    write_jsonl_atomic(output, [r.to_dict() for r in results])
+    click.echo(summary(results))
+    click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
+
+
+@main.command()
+@backend_option
+@workers_option
+def demo(backend: str, workers: int | None) -> None:
+    """Grade the bundled demo problems and print a summary.
+
+    \b
+    Example:
+      sandbox demo --backend bubblewrap
+    """
+    from . import demo as demo_files
+    from .api import grade as grade_all
+    from .datasets import load_problems
+
+    loaded = load_problems(demo_files.problems_path(), min_tests=20)
+    rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
+    started = time.monotonic()
+    results = grade_all(loaded, rows, backend=backend, workers=workers, progress=sys.stderr.isatty())
+    click.echo(f"{'task_id':<34} {'verdict':<14} {'passed':>9}  note")
+    for row, result in zip(rows, results):
+        verdict = result.verdict.value if result.verdict else "invalid"
+        click.echo(f"{result.task_id:<34} {verdict:<14} {result.passed:>4}/{result.total:<4}  {row.get('note', '')[:60]}")
+    click.echo("")
+    click.echo(summary(results))
+    click.echo(f"graded {len(results)} completions in {time.monotonic() - started:.1f} s")
+
+
+@main.command()
+def doctor() -> None:
+    """Report what this machine offers for sandboxing and which backend `auto` picks.
+
+    \b
+    Example:
+      sandbox doctor
+    """
+    from .backends import describe_auto
+    from .backends import apptainer as app
+    from .machine import probes
+
+    for name, ok, detail in probes():
+        click.echo(f"{name:<22} {'yes' if ok else 'no ':<4} {detail}")
+    click.echo("")
+    picked = None
+    for name, ok, reason in describe_auto():
+        click.echo(f"backend {name:<11} {'yes' if ok else 'no ':<4} {reason}")
+        if ok and picked is None:
+            picked = (name, reason)
+    if picked:
+        click.echo(f"auto picks: {picked[0]} ({picked[1]})")
+    if app.find_apptainer() and not app.find_image():
+        click.echo("hint: build the sandbox image with `sandbox image build` to enable the apptainer backend")
+
+
+@main.group()
+def image() -> None:
+    """Build and check the Apptainer image the apptainer backend runs."""
+
+
+@image.command("build")
+@click.option("--recipe", type=click.Choice(["debian", "docker"]), default="debian", show_default=True,
+              help="debian: debootstrap, needs only a Debian mirror; docker: python:3.12-slim, for clusters.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Where to write the SIF (default ~/.cache/qrpo/sandbox-debian.sif).")
+@click.option("--force", is_flag=True, help="Rebuild even if the output exists.")
+def image_build(recipe: str, output: str | None, force: bool) -> None:
+    """Build the sandbox image (a SIF) from containers/sandbox-*.def.
+
+    \b
+    Example:
+      sandbox image build --recipe debian --output ~/.cache/qrpo/sandbox-debian.sif
+    """
+    from .backends.apptainer import containers_dir, find_apptainer
+
+    script = containers_dir() / "build-image.sh"
+    argv = ["bash", str(script), "--recipe", recipe]
+    if output:
+        argv += ["--output", output]
+    if force:
+        argv.append("--force")
+    apptainer = find_apptainer()
+    if apptainer:
+        argv += ["--apptainer", apptainer]
+    code = subprocess.call(argv)
+    if code != 0:
+        raise click.ClickException(f"image build failed (exit {code}); see the messages above")
+
+
+@image.command("check")
+@click.option("--image", "image_path", type=click.Path(exists=True), default=None, help="The image to check (default: the configured one).")
+def image_check(image_path: str | None) -> None:
+    """Verify that an image runs the judge: grade a known solution in it, check isolation.
+
+    \b
+    Example:
+      sandbox image check --image ~/.cache/qrpo/sandbox-debian.sif
+    """
+    from .backends.apptainer import ApptainerBackend
+    from .backends.base import BackendUnavailable
+    from .pool import Job, Pool
+    from .problem import Problem, Test
+
+    backend = ApptainerBackend(image=image_path)
+    try:
+        backend.prepare()
+    except BackendUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    probe = backend.run_in_container("python3", "-c", "import sys, sortedcontainers; print(sys.version.split()[0])")
+    if probe.returncode != 0:
+        raise click.ClickException(f"python3 with sortedcontainers does not run in the image: {probe.stderr.strip()[-300:]}")
+    click.echo(f"python {probe.stdout.strip()} and sortedcontainers: ok")
+    problem = Problem(task_id="check", prompt="", entry_point="f", tests=(Test("function", "assert candidate(2) == 4"),))
+    with Pool(backend, workers=1) as pool:
+        result = next(pool.grade(iter([Job(0, problem, "def f(x):\n    return x * x\n", "per_test")])))
+    if result.pass_rate != 1.0:
+        raise click.ClickException(f"the judge did not grade a correct solution as passed: {result.tests}")
+    click.echo(f"judge: ok (containment {result.info.get('containment')}, limits via {backend.limits_via})")
+    click.echo(f"image {backend.image} works (workers start from {backend.rootfs})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Split a dataset's test code into individual tests, and classify how each can be judged.
+
+Standard library only: this module runs inside the container as part of the judge, and on the
+host in the dataset adapters, so both sides agree on what "one test" is.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SplitTests:
+    setup: str  # trusted code the judge runs once before the tests
+    tests: list[str]  # one source per test, run in order in one namespace
+    candidate: str  # the name the tests call the function under test by
+
+
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _has_assert(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Assert) for n in ast.walk(node))
+
+
+def group_statements(body: list[ast.stmt], candidate: str) -> list[str]:
+    """Group statements into tests: a test ends at each statement that asserts and uses the
+    candidate; statements before it (setup such as `x = [1, 2]`) belong to it."""
+    tests: list[str] = []
+    pending: list[str] = []
+    for stmt in body:
+        pending.append(ast.unparse(stmt))
+        if _has_assert(stmt) and candidate in _names(stmt):
+            tests.append("\n".join(pending))
+            pending = []
+    return tests
+
+
+def split_check(source: str, candidate: str = "candidate") -> SplitTests:
+    """Split `def check(candidate): assert ...` (LeetCode, HumanEval) or module-level asserts
+    (MBPP, with `candidate` the entry point's name) into tests.
+
+    Raises SyntaxError for test code that does not parse, ValueError if no test is found."""
+    module = ast.parse(source)
+    checks = [n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
+    if checks:
+        check = checks[-1]
+        if check.args.args:
+            candidate = check.args.args[0].arg
+        setup = "\n".join(ast.unparse(n) for n in module.body if n is not check)
+        tests = group_statements(check.body, candidate)
+    else:
+        setup_nodes = [n for n in module.body if not (_has_assert(n) and candidate in _names(n))]
+        # Module-level code: definitions and imports are setup; everything else is grouped.
+        defs = [n for n in setup_nodes if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))]
+        setup = "\n".join(ast.unparse(n) for n in defs)
+        tests = group_statements([n for n in module.body if n not in defs], candidate)
+    if not tests:
+        raise ValueError(f"no assert that calls {candidate!r} was found in the test code")
+    return SplitTests(setup=setup, tests=tests, candidate=candidate)
+
+
+def calls_only(source: str, candidate: str) -> bool:
+    """True when every use of `candidate` in the test is a direct call whose arguments do not
+    themselves involve the candidate: such a test can run in the judge with the calls proxied
+    to the untrusted process. Anything else (passing the function around, reading its
+    attributes) must run opaquely on the untrusted side."""
+    tree = ast.parse(source)
+    call_funcs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == candidate:
+            call_funcs.add(id(node.func))
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                if candidate in _names(arg):
+                    return False
+        if isinstance(node, (ast.Global, ast.Nonlocal, ast.Return, ast.Yield, ast.YieldFrom)):
+            return False
+    uses = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == candidate]
+    return all(id(n) in call_funcs for n in uses)

@@ -1,0 +1,590 @@
+"""The trusted judge: holds the tests, asks the untrusted runner for values, decides verdicts.
+
+Run as a long-lived process inside each worker; it reads grading requests as length-prefixed
+JSON on stdin and writes one response per request on stdout:
+
+  request:  {"id", "problem": Problem.to_dict(), "code": str, "granularity": "per_test"|"per_solution"}
+  response: {"id", "tests": [TestResult...], "stdout", "stderr", "info": {...}}
+
+Function tests run here, in the judge, with the candidate bound to `RemoteFunction`: each call
+sends only the arguments to the runner and gets back only the returned value, decoded into
+plain data, so `==` and every other comparison happen in this process with the expected values
+the runner never saw. A test whose candidate is used other than by direct calls (or whose
+arguments are not plain data) runs opaquely in the runner and is reported as untrusted.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from . import checks, codec, protocol
+from .runner import die_with_parent, new_module, set_dumpable
+
+# The zygote always imports this package as the top-level `judge`, never through `sandbox`.
+JUDGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = os.path.basename(JUDGE_DIR)
+PACKAGE_PARENT = os.path.dirname(JUDGE_DIR)
+SIGNAL_TIMEOUT = {signal.SIGXCPU, signal.SIGKILL}
+
+
+class SolutionFailure(BaseException):
+    """Raised through the test code when the solution failed a call. A BaseException, so that a
+    dataset's `except Exception` in test code cannot turn it into a pass."""
+
+    def __init__(self, verdict: str, detail: str) -> None:
+        super().__init__(detail)
+        self.verdict = verdict
+        self.detail = detail
+
+
+class NeedsOpaque(Exception):
+    """The test passes something to the candidate that cannot cross as plain data."""
+
+
+@dataclass
+class PreparedTest:
+    source: str
+    code: Any  # compiled, or None when the source does not compile
+    trusted: bool  # judged here (calls proxied) rather than opaquely in the runner
+    single_call: bool  # exactly one call, not in a loop: the runner may exit right after it
+
+
+@dataclass
+class PreparedProblem:
+    namespace: dict[str, Any]
+    helpers: dict[str, type]
+    tests: list[PreparedTest]
+    error: str
+
+
+def _single_call(source: str, candidate: str) -> bool:
+    tree = ast.parse(source)
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return False
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == candidate]
+    loops = (ast.For, ast.While, ast.comprehension, ast.Lambda, ast.FunctionDef)
+    return len(calls) == 1 and not any(isinstance(n, loops) for n in ast.walk(tree))
+
+
+def prepare(problem: dict[str, Any]) -> PreparedProblem:
+    """Run the dataset's preamble and test setup here (trusted code) and compile each test."""
+    namespace = new_module("__judge_problem__")
+    candidate = problem.get("candidate", "candidate")
+    tests: list[PreparedTest] = []
+    for test in problem["tests"]:
+        source = test.get("source", "")
+        if test["kind"] != "function":
+            tests.append(PreparedTest(source, None, True, False))
+            continue
+        try:
+            code = compile(source, "<test>", "exec")
+            trusted = checks.calls_only(source, candidate)
+            single = trusted and _single_call(source, candidate)
+        except (SyntaxError, ValueError):
+            code, trusted, single = None, True, False
+        tests.append(PreparedTest(source, code, trusted, single))
+    error = ""
+    try:
+        exec(compile(problem.get("preamble", ""), "<preamble>", "exec"), namespace)
+        exec(compile(problem.get("test_setup", ""), "<test_setup>", "exec"), namespace)
+    except BaseException as exc:  # dataset code is trusted but may still be broken
+        error = f"the problem's preamble or test setup failed in the judge: {type(exc).__name__}: {exc}"[:500]
+    return PreparedProblem(namespace, codec.helper_classes(namespace), tests, error)
+
+
+class Zygote:
+    """The fresh interpreter that forks runners. It never holds test data."""
+
+    def __init__(self, python: str) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        boot = f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from {PACKAGE}.runner import zygote_main; zygote_main({child.fileno()})"
+        self.process = subprocess.Popen(
+            [python, "-I", "-c", boot],
+            pass_fds=[child.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )
+        child.close()
+        self.sock = parent
+
+    def spawn(self, fds: list[int]) -> tuple[int, int, str]:
+        socket.send_fds(self.sock, [b"spawn"], fds)
+        answer = b""
+        while len(answer) < 64:
+            chunk = self.sock.recv(64 - len(answer))
+            if not chunk:
+                raise RuntimeError("the zygote exited")
+            answer += chunk
+        pid, pgid, containment = answer.decode().split()
+        return int(pid), int(pgid), containment
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Session:
+    """One runner for one solution: load it, then serve tests until closed or killed."""
+
+    def __init__(self, judge: Judge, request: dict[str, Any], prepared: PreparedProblem) -> None:
+        self.judge = judge
+        self.problem = request["problem"]
+        self.limits = self.problem["limits"]
+        self.request = request
+        self.prepared = prepared
+        self.workdir = tempfile.mkdtemp(prefix="qrpo-run-", dir=judge.tmp)
+        self.out_fd = -1
+        self.in_fd = -1
+        self.pid = 0
+        self.pgid = 0
+        self.containment = ""
+        self.alive = False
+        self.spawns = 0
+        self.status_fd = -1
+        self.per_solution = request.get("granularity") == "per_solution"
+
+    # -- runner lifecycle ------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        """Spawn and load a runner; returns its load answer ({"loaded": bool, ...})."""
+        to_runner_r, to_runner_w = os.pipe()
+        from_runner_r, from_runner_w = os.pipe()
+        stdout_fd = os.open(os.path.join(self.workdir, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stderr_fd = os.open(os.path.join(self.workdir, ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        status_r, status_w = os.pipe()
+        try:
+            self.pid, self.pgid, self.containment = self.judge.zygote.spawn([to_runner_r, from_runner_w, stdout_fd, stderr_fd, status_w])
+        finally:
+            for fd in (to_runner_r, from_runner_w, stdout_fd, stderr_fd, status_w):
+                os.close(fd)
+        if self.status_fd >= 0:
+            os.close(self.status_fd)
+        self.status_fd = status_r
+        self.in_fd, self.out_fd = from_runner_r, to_runner_w
+        self.alive = True
+        self.spawns += 1
+        problem = self.problem
+        protocol.write_message(
+            self.out_fd,
+            {
+                "limits": self.limits,
+                "workdir": self.workdir,
+                "mode": problem["tests"][0]["kind"] if problem["tests"] else "function",
+                "preamble": problem.get("preamble", ""),
+                "code": self.request["code"],
+                "entry_point": problem.get("entry_point", ""),
+                "helpers": sorted(self.prepared.helpers),
+                "granularity": self.request.get("granularity", "per_test"),
+            },
+        )
+        deadline = time.monotonic() + max(10.0, float(self.limits["wall_s"]) * 3)
+        try:
+            answer = protocol.read_message(self.in_fd, deadline)
+        except protocol.Timeout:
+            self.kill()
+            return {"loaded": False, "verdict": "timeout", "detail": "loading the solution took too long"}
+        except protocol.ProtocolError as exc:
+            self.kill()
+            return {"loaded": False, "verdict": "runtime_error", "detail": f"the solution ended the process while loading ({exc})"}
+        if answer.get("loaded") is not True:
+            self.kill()
+            verdict = answer.get("verdict")
+            if verdict not in ("syntax_error", "runtime_error", "memory", "timeout"):
+                verdict = "runtime_error"
+            return {"loaded": False, "verdict": verdict, "detail": str(answer.get("detail", ""))[:500]}
+        return answer
+
+    def kill(self) -> None:
+        """Kill the runner and everything it started: in a PID namespace, killing its init does
+        that; otherwise we kill its process group (which a solution could have left)."""
+        if not self.alive:
+            return
+        self.alive = False
+        for target in (self.pid, -self.pgid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for fd in (self.in_fd, self.out_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.wait_gone()
+
+    def wait_gone(self, timeout: float = 20.0) -> None:
+        """Block until the runner's parent reports it reaped: in a PID namespace that happens only
+        after every process in it is dead, so nothing a solution started outlives its grading."""
+        if self.status_fd < 0:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not select.select([self.status_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
+            try:
+                if not os.read(self.status_fd, 256):
+                    break
+            except OSError:
+                break
+        os.close(self.status_fd)
+        self.status_fd = -1
+
+    def close(self) -> tuple[str, str]:
+        if self.alive:
+            try:
+                protocol.write_message(self.out_fd, {"op": "close"})
+            except OSError:
+                pass
+            self.kill()
+        limit = int(self.limits["output_kb"]) * 1024
+        outputs = []
+        for name in (".stdout", ".stderr"):
+            try:
+                with open(os.path.join(self.workdir, name), "rb") as f:
+                    outputs.append(f.read(limit).decode("utf-8", "replace"))
+            except OSError:
+                outputs.append("")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.status_fd >= 0:
+            os.close(self.status_fd)
+            self.status_fd = -1
+        return outputs[0], outputs[1]
+
+    # -- talking to the runner -------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            protocol.write_message(self.out_fd, message)
+        except OSError:
+            pass  # the runner is gone; the read that follows reports it
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        try:
+            return protocol.read_message(self.in_fd, time.monotonic() + timeout)
+        except protocol.Timeout:
+            self.kill()
+            raise SolutionFailure("timeout", f"no answer within {timeout:g} s") from None
+        except protocol.ProtocolError:
+            status = self.exit_status()
+            self.kill()
+            verdict, detail = _exit_verdict(status) if status else ("runtime_error", "the solution's process ended")
+            raise SolutionFailure(verdict, detail) from None
+
+    def exit_status(self) -> dict[str, Any]:
+        """How the runner ended, as its parent (our code, outside its namespace) saw it."""
+        if self.status_fd < 0 or not select.select([self.status_fd], [], [], 1.0)[0]:
+            return {}
+        try:
+            status = json.loads(os.read(self.status_fd, 256) or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return status if isinstance(status, dict) else {}
+
+
+def _exit_verdict(status: dict[str, Any]) -> tuple[str, str]:
+    if "signal" in status:
+        sig = int(status["signal"])
+        if sig in SIGNAL_TIMEOUT:
+            return "timeout", f"killed by signal {sig} (CPU time limit)"
+        if sig == signal.SIGXFSZ:
+            return "runtime_error", "output or file size limit exceeded"
+        return "runtime_error", f"killed by signal {sig}"
+    return "runtime_error", f"the process exited with code {status.get('code')} before answering"
+
+
+def _raise_verdict(answer: dict[str, Any]) -> tuple[str, str]:
+    name = str(answer.get("raise"))
+    detail = str(answer.get("detail", name))[:500]
+    if name == "MemoryError":
+        return "memory", detail
+    return "runtime_error", detail
+
+
+class FunctionTests:
+    """Runs the function tests of one solution in the judge, calls proxied to a Session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.in_test = False
+        self.test_over = False
+        self.single_call = False
+        self.trusted = True
+
+    def call(self, args: tuple, kwargs: dict) -> Any:
+        session = self.session
+        if self.test_over:
+            raise SolutionFailure("runtime_error", "the solution's process ended earlier in this test")
+        try:
+            message = {
+                "op": "call",
+                "args": codec.encode(list(args), session.prepared.helpers),
+                "kwargs": codec.encode(dict(kwargs), session.prepared.helpers),
+                "last": self.single_call,
+            }
+        except codec.EncodeError as exc:
+            raise NeedsOpaque(str(exc)) from None
+        if not self.in_test:
+            if session.per_solution:
+                session.send({"op": "test"})
+            self.in_test = True
+        session.send(message)
+        answer = session.receive(float(session.limits["wall_s"]))
+        if self.single_call and "exited" not in answer:
+            self._expect_exit()
+        if "exited" in answer:
+            self.test_over = True
+            self.in_test = False
+            raise SolutionFailure(*_exit_verdict(answer["exited"]))
+        if "raise" in answer:
+            raise SolutionFailure(*_raise_verdict(answer))
+        if "unencodable" in answer:
+            raise SolutionFailure("wrong_answer", f"returned a value that is not plain data: {str(answer['unencodable'])[:200]}")
+        try:
+            return codec.decode(answer.get("ok"), session.prepared.helpers)
+        except (codec.DecodeError, RecursionError, MemoryError) as exc:
+            raise SolutionFailure("wrong_answer", f"returned a malformed value: {exc}") from None
+
+    def _expect_exit(self) -> None:
+        answer = self.session.receive(float(self.session.limits["wall_s"]))
+        self.in_test = False
+        self.test_over = True
+        if "exited" not in answer:
+            self.session.kill()
+            raise SolutionFailure("runtime_error", "the solution's process broke the protocol")
+
+    def finish_test(self) -> None:
+        if self.in_test and self.session.alive:
+            self.session.send({"op": "done"})
+            try:
+                answer = self.session.receive(float(self.session.limits["wall_s"]))
+            except SolutionFailure:
+                answer = {"exited": {}}
+            if "exited" not in answer:
+                self.session.kill()
+        self.in_test = False
+
+    def run_test(self, test: PreparedTest, namespace: dict[str, Any]) -> tuple[str, str, bool]:
+        """Returns (verdict, detail, trusted)."""
+        if test.code is None:
+            return "sandbox_error", "the test code does not compile", True
+        if not test.trusted:
+            return self.run_opaque(test)
+        self.test_over = False
+        self.single_call = test.single_call
+        try:
+            exec(test.code, namespace)
+            return "passed", "", True
+        except SolutionFailure as failure:
+            return failure.verdict, failure.detail, True
+        except NeedsOpaque:
+            self.finish_test()
+            return self.run_opaque(test)
+        except AssertionError as exc:
+            return "wrong_answer", f"assertion failed{': ' + str(exc)[:200] if str(exc) else ''}", True
+        except RecursionError:
+            return "wrong_answer", "comparing the returned value exceeded the recursion limit", True
+        except Exception as exc:
+            return "wrong_answer", f"the test failed on the returned value: {type(exc).__name__}: {str(exc)[:200]}", True
+        finally:
+            self.finish_test()
+
+    def run_opaque(self, test: PreparedTest) -> tuple[str, str, bool]:
+        session = self.session
+        if session.per_solution:
+            session.send({"op": "test"})
+        self.in_test = True
+        session.send({"op": "opaque", "source": session.problem.get("test_setup", "") + "\n" + test.source,
+                      "candidate": session.problem.get("candidate", "candidate")})
+        try:
+            answer = session.receive(float(session.limits["wall_s"]))
+        except SolutionFailure as failure:
+            self.in_test = False
+            return failure.verdict, failure.detail, False
+        if "exited" in answer:
+            self.in_test = False
+            return (*_exit_verdict(answer["exited"]), False)
+        self.finish_test()
+        if "raise" in answer:
+            verdict, detail = _raise_verdict(answer)
+            return verdict, detail, False
+        return ("passed", "", False) if answer.get("passed") is True else ("wrong_answer", "assertion failed (opaque)", False)
+
+
+def _stdout_matches(actual: str, expected: str) -> bool:
+    """Competitive-programming comparison: same lines after stripping trailing whitespace,
+    ignoring trailing blank lines."""
+    def lines(text: str) -> list[str]:
+        out = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+        while out and not out[-1]:
+            out.pop()
+        return out
+
+    return lines(actual) == lines(expected)
+
+
+class Judge:
+    def __init__(self, python: str | None = None, tmp: str | None = None) -> None:
+        self.python = python or sys.executable
+        self.tmp = tmp or tempfile.gettempdir()
+        self.zygote = Zygote(self.python)
+        self.cache: OrderedDict[str, PreparedProblem] = OrderedDict()
+
+    def prepared(self, problem: dict[str, Any]) -> PreparedProblem:
+        key = hashlib.sha256(json.dumps(
+            [problem.get(k) for k in ("preamble", "test_setup", "candidate", "tests")], sort_keys=True
+        ).encode("utf-8", "surrogatepass")).hexdigest()
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        prepared = prepare(problem)
+        self.cache[key] = prepared
+        if len(self.cache) > 64:
+            self.cache.popitem(last=False)
+        return prepared
+
+    def grade(self, request: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        problem = request["problem"]
+        prepared = self.prepared(problem)
+        n = len(problem["tests"])
+        if prepared.error:
+            return self._uniform(request, n, "sandbox_error", prepared.error, started)
+        session = Session(self, request, prepared)
+        results: list[dict[str, Any]] = []
+        try:
+            load = session.start()
+            if not load.get("loaded"):
+                return self._uniform(request, n, load["verdict"], load.get("detail", ""), started, session)
+            deadline = started + float(problem["limits"]["solution_s"])
+            if problem["tests"] and problem["tests"][0]["kind"] == "stdio":
+                results = self._stdio(session, deadline)
+            else:
+                results = self._function(session, prepared, deadline)
+        finally:
+            stdout, stderr = session.close()
+        return {
+            "id": request.get("id"),
+            "tests": results,
+            "stdout": stdout,
+            "stderr": stderr,
+            "time_s": time.monotonic() - started,
+            "info": {"containment": session.containment, "runners": session.spawns},
+        }
+
+    def _uniform(self, request: dict[str, Any], n: int, verdict: str, detail: str, started: float, session: Session | None = None) -> dict[str, Any]:
+        stdout, stderr = session.close() if session else ("", "")
+        return {
+            "id": request.get("id"),
+            "tests": [{"verdict": verdict, "time_s": 0.0, "detail": detail, "trusted": True} for _ in range(n)],
+            "stdout": stdout,
+            "stderr": stderr,
+            "time_s": time.monotonic() - started,
+            "info": {"containment": session.containment if session else ""},
+        }
+
+    def _ensure_runner(self, session: Session) -> tuple[str, str] | None:
+        """After a timeout or crash killed the runner, load a fresh one for the remaining tests."""
+        if session.alive:
+            return None
+        load = session.start()
+        if load.get("loaded"):
+            return None
+        return load["verdict"], load.get("detail", "")
+
+    def _function(self, session: Session, prepared: PreparedProblem, deadline: float) -> list[dict[str, Any]]:
+        problem = session.problem
+        namespace = dict(prepared.namespace)
+        tests = FunctionTests(session)
+        namespace[problem.get("candidate", "candidate")] = lambda *a, **k: tests.call(a, k)
+        results = []
+        for test in prepared.tests:
+            t0 = time.monotonic()
+            if t0 > deadline:
+                results.append({"verdict": "timeout", "time_s": 0.0, "detail": "the solution's overall deadline passed", "trusted": True})
+                continue
+            failed_start = self._ensure_runner(session)
+            if failed_start:
+                verdict, detail, trusted = failed_start[0], failed_start[1], True
+            else:
+                verdict, detail, trusted = tests.run_test(test, namespace)
+            results.append({"verdict": verdict, "time_s": time.monotonic() - t0, "detail": detail, "trusted": trusted})
+        return results
+
+    def _stdio(self, session: Session, deadline: float) -> list[dict[str, Any]]:
+        results = []
+        for test in session.problem["tests"]:
+            t0 = time.monotonic()
+            if t0 > deadline:
+                results.append({"verdict": "timeout", "time_s": 0.0, "detail": "the solution's overall deadline passed", "trusted": True})
+                continue
+            failed_start = self._ensure_runner(session)
+            if failed_start:
+                verdict, detail = failed_start
+            else:
+                session.send({"op": "stdio", "stdin": test.get("stdin", "")})
+                try:
+                    answer = session.receive(float(session.limits["wall_s"]))
+                    status = answer.get("exited") or {}
+                    if status.get("code") == 0 and "signal" not in status:
+                        ok = _stdout_matches(str(answer.get("stdout", "")), test.get("stdout", ""))
+                        verdict, detail = ("passed", "") if ok else ("wrong_answer", "output differs")
+                    elif status.get("code") == 137:
+                        verdict, detail = "memory", "MemoryError"
+                    else:
+                        verdict, detail = _exit_verdict(status)
+                except SolutionFailure as failure:
+                    verdict, detail = failure.verdict, failure.detail
+            results.append({"verdict": verdict, "time_s": time.monotonic() - t0, "detail": detail, "trusted": True})
+        return results
+
+    def close(self) -> None:
+        self.zygote.close()
+
+
+def main() -> None:
+    """Serve requests on stdin/stdout until stdin closes. Our stdout is kept for the protocol
+    alone: anything else printing (dataset code) goes to stderr."""
+    set_dumpable(False)
+    die_with_parent()
+    out = os.dup(1)
+    os.dup2(2, 1)
+    judge = Judge()
+    try:
+        while True:
+            try:
+                request = protocol.read_message(0)
+            except protocol.ProtocolError:
+                return
+            if request.get("op") == "ping":
+                protocol.write_message(out, {"id": request.get("id"), "pong": True, "pid": os.getpid()})
+                continue
+            try:
+                response = judge.grade(request)
+            except Exception as exc:  # a bug of ours must not take the worker down silently
+                response = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"[:1000]}
+            protocol.write_message(out, response)
+    finally:
+        judge.close()
+
+
+if __name__ == "__main__":
+    main()

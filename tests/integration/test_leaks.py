@@ -1,0 +1,81 @@
+"""Grading thousands of solutions leaves nothing behind: processes, Apptainer instances, temp
+directories and open files are back to where they started once the pool is closed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sandbox.pool import Job, Pool
+from sandbox.problem import Limits, Problem, Test
+
+from ..conftest import backend_or_fail
+
+PROBLEM = Problem(
+    task_id="double",
+    prompt="",
+    entry_point="double",
+    tests=tuple(Test("function", f"assert candidate({i}) == {2 * i}") for i in range(3)),
+    limits=Limits(cpu_s=1, wall_s=3, solution_s=20),
+)
+SOLUTIONS = [
+    "def double(x):\n    return 2 * x\n",
+    "def double(x):\n    return x + x + 0\n",
+    "def double(x):\n    return x\n",  # wrong
+    "import os\ndef double(x):\n    open(f'/tmp/leak-{os.getpid()}', 'w').write('x')\n    return 2 * x\n",
+]
+
+
+def my_processes() -> set[int]:
+    uid = os.getuid()
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    out.add(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def temp_entries() -> set[str]:
+    return set(os.listdir(tempfile.gettempdir()))
+
+
+def apptainer_instances() -> list[str]:
+    from sandbox.backends.apptainer import find_apptainer
+    import subprocess
+
+    binary = find_apptainer()
+    if not binary:
+        return []
+    out = subprocess.run([binary, "-s", "instance", "list", "--json"], capture_output=True, text=True, timeout=60)
+    return [line for line in out.stdout.splitlines() if '"instance"' in line]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,count", [("apptainer", 2000), ("process", 400)])
+def test_grading_leaves_nothing_behind(name: str, count: int) -> None:
+    backend_or_fail(name)
+    before = (my_processes(), temp_entries(), apptainer_instances(), len(os.listdir("/proc/self/fd")))
+    jobs = (Job(i, PROBLEM, SOLUTIONS[i % len(SOLUTIONS)], "per_test") for i in range(count))
+    with Pool(name, workers=2) as pool:
+        results = list(pool.grade(jobs, total=count))
+        assert pool.restarts == 0
+    assert len(results) == count
+    assert [r.pass_rate for r in results] == [0.0 if i % 4 == 2 else 1.0 for i in range(count)]
+    after = (my_processes(), temp_entries(), apptainer_instances(), len(os.listdir("/proc/self/fd")))
+    leaked_processes = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in after[0] - before[0] if Path(f"/proc/{p}").exists()}
+    assert not leaked_processes, f"processes left behind: {leaked_processes}"
+    new_temp = {t for t in after[1] - before[1] if not t.startswith("pytest-")}
+    if name == "process":
+        # The process backend does not isolate /tmp: the solution's own files stay (documented);
+        # the judge's work directories must not.
+        new_temp = {t for t in new_temp if not t.startswith("leak-")}
+    assert not new_temp, f"temp entries left behind: {sorted(new_temp)[:10]}"
+    assert after[2] == before[2], "apptainer instances left behind"
+    assert after[3] == before[3], "file descriptors leaked in the grading process"

@@ -1,0 +1,123 @@
+"""The warm pool: input order, dead and hung judges replaced with their item retried, and
+infrastructure failures reported as sandbox_error, never as a solution's failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from sandbox.backends import ProcessBackend
+import pytest
+
+from sandbox.pool import Job, Pool, WorkerError
+from sandbox.problem import Limits, Problem, Test, Verdict
+
+from ..conftest import backend_or_fail
+
+SQUARE = Problem(
+    task_id="square",
+    prompt="",
+    entry_point="square",
+    tests=tuple(Test("function", f"assert candidate({i}) == {i * i}") for i in range(4)),
+    limits=Limits(cpu_s=2, wall_s=5, solution_s=30),
+)
+
+
+def solution(delay: float, wrong: bool = False) -> str:
+    return f"import time\ndef square(x):\n    time.sleep({delay})\n    return x * x + {int(wrong)}\n"
+
+
+def test_results_come_back_in_input_order(backend: str) -> None:
+    jobs = [Job(i, SQUARE, solution(0.05 * (i % 3), wrong=i % 4 == 0), "per_test") for i in range(16)]
+    with Pool(backend, workers=2) as pool:
+        results = list(pool.grade(iter(jobs)))
+    assert [r.pass_rate for r in results] == [0.0 if i % 4 == 0 else 1.0 for i in range(16)]
+    assert {r.backend for r in results} == {backend}
+
+
+def test_killed_judges_are_replaced_and_items_retried(backend: str) -> None:
+    """Kill worker judges mid-batch: every item still gets its correct result, none lost or
+    graded twice (each index appears once, in order)."""
+    jobs = [Job(i, SQUARE, solution(0.1, wrong=i % 5 == 0), "per_test") for i in range(20)]
+    with Pool(backend, workers=2, max_attempts=3) as pool:
+        stop = threading.Event()
+
+        def killer() -> None:
+            for _ in range(3):
+                time.sleep(0.7)
+                worker = pool.workers[0]
+                if worker.process is not None and not stop.is_set():
+                    os.killpg(worker.process.pid, signal.SIGKILL)
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        results = list(pool.grade(iter(jobs)))
+        stop.set()
+        thread.join()
+        assert pool.restarts >= 1
+    assert len(results) == 20
+    assert [r.pass_rate for r in results] == [0.0 if i % 5 == 0 else 1.0 for i in range(20)]
+    assert all(r.verdict is not Verdict.SANDBOX_ERROR for r in results)
+
+
+PING_THEN_DIE = """
+import json, os, struct, sys
+header = os.read(0, 4); body = os.read(0, struct.unpack(">I", header)[0])
+reply = json.dumps({"id": json.loads(body)["id"], "pong": True}).encode()
+os.write(1, struct.pack(">I", len(reply)) + reply)
+os.read(0, 4)
+os._exit(3)
+"""
+
+
+class DyingBackend(ProcessBackend):
+    """A judge that starts, then dies on every item: an infrastructure failure each attempt."""
+
+    name = "dying"
+
+    def judge_command(self) -> list[str]:
+        return [self.python, "-c", PING_THEN_DIE]
+
+
+class BrokenBackend(ProcessBackend):
+    name = "broken"
+
+    def judge_command(self) -> list[str]:
+        return ["/bin/false"]
+
+
+def test_infrastructure_failure_is_sandbox_error_not_a_score() -> None:
+    with Pool(DyingBackend(), workers=1, max_attempts=2) as pool:
+        result = next(pool.grade(iter([Job(0, SQUARE, solution(0), "per_test")])))
+    assert result.verdict is Verdict.SANDBOX_ERROR
+    assert result.total == len(SQUARE.tests)
+    assert "failed 2 times" in result.error and "exit status 3" in result.error
+    assert result.attempts == 2
+
+
+def test_a_backend_that_cannot_start_fails_fast() -> None:
+    with pytest.raises(WorkerError, match="no judge of the broken backend could start"):
+        Pool(BrokenBackend(), workers=2).start()
+
+
+def test_hung_judge_is_replaced() -> None:
+    """A judge that stops answering (SIGSTOP) is killed at the item's deadline and replaced."""
+    backend_or_fail("process")
+    quick = Problem(task_id="q", prompt="", entry_point="square", tests=SQUARE.tests,
+                    limits=Limits(cpu_s=1, wall_s=1, solution_s=2))
+    import sandbox.pool as pool_module
+
+    margin = pool_module.DEADLINE_MARGIN_S
+    pool_module.DEADLINE_MARGIN_S = 1.0
+    try:
+        with Pool("process", workers=1, max_attempts=2) as pool:
+            os.kill(pool.workers[0].process.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            result = next(pool.grade(iter([Job(0, quick, solution(0), "per_test")])))
+            assert time.monotonic() - started < 30
+            assert pool.restarts == 1
+    finally:
+        pool_module.DEADLINE_MARGIN_S = margin
+    assert result.pass_rate == 1.0 and result.attempts == 2

@@ -1,0 +1,232 @@
+"""Length-prefixed JSON framing between host, judge and runner (sandbox.judge.protocol).
+
+A hostile peer can at worst produce a ProtocolError: never another exception, never a hang
+past the deadline, never an unbounded allocation.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+
+import pytest
+
+from sandbox.judge.protocol import ProtocolError, Timeout, dumps, read_message, write_message
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    fds = {"r": r, "w": w}
+    yield fds
+    for fd in fds.values():
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def close_writer(pipe) -> None:
+    os.close(pipe["w"])
+    pipe["w"] = None
+
+
+def header(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+def soon(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+MESSAGES = [
+    {},
+    {"op": "call", "args": [1, 2.5, None, True, "x"], "kwargs": {"a": {"b": [[]]}}},
+    {"text": "héllo ✓ 𝄞 日本", "lone": "\ud800 and \udfff", "nul": "\x00"},
+    {"big": 2**200, "neg": -(2**70), "floats": [0.0, -0.0, 1e308, 5e-324]},
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=range(len(MESSAGES)))
+def test_round_trip(pipe, message):
+    write_message(pipe["w"], message)
+    assert read_message(pipe["r"], soon()) == message
+
+
+def test_several_messages_in_order_without_deadline(pipe):
+    for i in range(50):
+        write_message(pipe["w"], {"i": i})
+    assert [read_message(pipe["r"])["i"] for _ in range(50)] == list(range(50))
+
+
+def test_large_message_larger_than_the_pipe_buffer(pipe):
+    message = {"blob": "x" * (3 * 1024 * 1024), "list": list(range(10_000))}
+    writer = threading.Thread(target=write_message, args=(pipe["w"], message))
+    writer.start()
+    try:
+        assert read_message(pipe["r"], soon(30)) == message
+    finally:
+        writer.join(30)
+
+
+def test_message_arriving_in_pieces(pipe):
+    data = dumps({"slow": "y" * 1000})
+
+    def trickle():
+        for i in range(0, len(data), 97):
+            os.write(pipe["w"], data[i : i + 97])
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=trickle)
+    writer.start()
+    try:
+        assert read_message(pipe["r"], soon()) == {"slow": "y" * 1000}
+    finally:
+        writer.join(10)
+
+
+def test_nan_and_infinity_survive(pipe):
+    write_message(pipe["w"], {"v": [float("inf"), float("-inf"), float("nan")]})
+    v = read_message(pipe["r"], soon())["v"]
+    assert v[0] == float("inf") and v[1] == float("-inf") and v[2] != v[2]
+
+
+def test_dumps_frames_with_a_big_endian_length():
+    data = dumps({"a": 1})
+    (n,) = struct.unpack(">I", data[:4])
+    assert n == len(data) - 4
+
+
+def test_deadline_with_nothing_sent_raises_timeout(pipe):
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        read_message(pipe["r"], time.monotonic() + 0.2)
+    assert 0.15 <= time.monotonic() - started < 3
+
+
+def test_deadline_with_half_a_message_raises_timeout(pipe):
+    os.write(pipe["w"], header(100) + b'{"a": ')
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        read_message(pipe["r"], time.monotonic() + 0.2)
+    assert time.monotonic() - started < 3
+
+
+def test_deadline_with_half_a_header_raises_timeout(pipe):
+    os.write(pipe["w"], b"\x00\x00")
+    with pytest.raises(Timeout):
+        read_message(pipe["r"], time.monotonic() + 0.2)
+
+
+def test_deadline_already_passed(pipe):
+    with pytest.raises(Timeout):
+        read_message(pipe["r"], time.monotonic() - 1)
+
+
+def test_timeout_is_a_protocol_error():
+    assert issubclass(Timeout, ProtocolError)
+
+
+@pytest.mark.parametrize("size", [2**32 - 1, 256 * 1024 * 1024 + 1])
+def test_oversize_header_is_rejected_without_reading_the_body(pipe, size):
+    os.write(pipe["w"], header(size))
+    started = time.monotonic()
+    with pytest.raises(ProtocolError) as info:
+        read_message(pipe["r"], soon())
+    assert not isinstance(info.value, Timeout)
+    assert time.monotonic() - started < 3
+
+
+def test_max_size_is_honoured(pipe):
+    write_message(pipe["w"], {"x": "a" * 100})
+    with pytest.raises(ProtocolError) as info:
+        read_message(pipe["r"], soon(), max_size=50)
+    assert not isinstance(info.value, Timeout)
+
+
+def test_message_of_exactly_max_size_is_accepted(pipe):
+    data = dumps({"x": "a" * 100})
+    os.write(pipe["w"], data)
+    assert read_message(pipe["r"], soon(), max_size=len(data) - 4) == {"x": "a" * 100}
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"\x00", b"\x00\x00\x00", header(100), header(100) + b'{"a": 1', header(2) + b"{"],
+    ids=["nothing", "1 header byte", "3 header bytes", "header only", "half a body", "1 of 2 bytes"],
+)
+@pytest.mark.parametrize("deadline", [True, False], ids=["deadline", "no deadline"])
+def test_truncated_message_is_a_protocol_error(pipe, sent, deadline):
+    if sent:
+        os.write(pipe["w"], sent)
+    close_writer(pipe)
+    with pytest.raises(ProtocolError) as info:
+        read_message(pipe["r"], soon() if deadline else None)
+    assert not isinstance(info.value, Timeout)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"[1, 2]", b"1", b'"text"', b"null", b"true", b"3.5"],
+)
+def test_non_object_json_is_a_protocol_error(pipe, body):
+    os.write(pipe["w"], header(len(body)) + body)
+    with pytest.raises(ProtocolError):
+        read_message(pipe["r"], soon())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"{'a': 1}", b'{"a": 1} trailing', b"{\"a\": undefined}", b"\x00\x00", b" "],
+)
+def test_malformed_json_is_a_protocol_error(pipe, body):
+    os.write(pipe["w"], header(len(body)) + body)
+    with pytest.raises(ProtocolError):
+        read_message(pipe["r"], soon())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": "\xff"}', b'{"a": "\xc3"}', b'{"\xfe\xff": 1}', b"\x80{}", b'{"a": "\xed\xa0"}'],
+)
+def test_invalid_utf8_is_a_protocol_error(pipe, body):
+    os.write(pipe["w"], header(len(body)) + body)
+    with pytest.raises(ProtocolError):
+        read_message(pipe["r"], soon())
+
+
+@pytest.mark.parametrize("depth", [100_000, 1_000_000])
+@pytest.mark.parametrize("opener,closer", [(b"[", b"]"), (b'{"a":', b"}")], ids=["lists", "objects"])
+def test_deeply_nested_json_is_a_protocol_error(pipe, depth, opener, closer):
+    body = b'{"v":' + opener * depth + b"1" + closer * depth + b"}"
+
+    def send():
+        try:
+            os.write(pipe["w"], header(len(body)))
+            write_all = memoryview(body)
+            while write_all:
+                n = os.write(pipe["w"], write_all)
+                write_all = write_all[n:]
+        except OSError:
+            pass
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        with pytest.raises(ProtocolError):
+            read_message(pipe["r"], soon(30))
+    finally:
+        writer.join(30)
+
+
+def test_reader_recovers_framing_after_a_bad_message(pipe):
+    # A bad body is consumed whole, so the next message is still read correctly.
+    body = b"[1, 2, 3]"
+    os.write(pipe["w"], header(len(body)) + body)
+    write_message(pipe["w"], {"next": True})
+    with pytest.raises(ProtocolError):
+        read_message(pipe["r"], soon())
+    assert read_message(pipe["r"], soon()) == {"next": True}
