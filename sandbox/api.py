@@ -94,7 +94,7 @@ def _job(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[
     try:
         code = completion_code(dict(row), extract)
     except ValueError as exc:
-        return GradeResult.invalid(task_id, f"completions row {rowno}: {exc}")
+        return GradeResult.invalid(task_id, str(exc).replace("completions row", f"completions row {rowno}", 1))
     if code is None or not code.strip():
         return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", "no ```python code block in the completion")
     return Job(index=index, problem=problem, code=code, granularity=granularity)

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from .backends.apptainer import cgroups_usable, find_apptainer, find_image, fuse_usable
+from .backends.apptainer import cgroups_usable, find_apptainer, find_image, fuse_usable, spython_client
 
 
 def _runs(argv: list[str]) -> tuple[bool, str]:
@@ -19,20 +19,12 @@ def _runs(argv: list[str]) -> tuple[bool, str]:
 
 
 def apptainer_version() -> tuple[bool, str]:
-    """Asked through spython, which runs `singularity` from PATH (the installer provides it)."""
+    """Asked through spython (which runs `singularity`; the installer links it)."""
     binary = find_apptainer()
     if not binary:
         return False, "not installed (containers/install-apptainer.sh)"
-    try:
-        from spython.main import Client
-    except ImportError:
-        return _runs([binary, "--version"])
-    old = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{os.path.dirname(binary)}:{old}"
-    try:
-        version = Client.version() or ""
-    finally:
-        os.environ["PATH"] = old
+    with spython_client(binary) as client:
+        version = client.version() or ""
     return bool(version), f"{version} at {binary}" if version else f"{binary} did not report a version"
 
 

@@ -78,6 +78,7 @@ class Worker:
         self.backend = backend
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0
+        self.lock = threading.Lock()  # one request at a time: concurrent Pool.grade calls share workers
 
     def start(self) -> None:
         self.process = SPAWNER.popen(
@@ -105,6 +106,10 @@ class Worker:
         return self.process.pid if self.process else 0
 
     def grade(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with self.lock:
+            return self._grade(request, timeout)
+
+    def _grade(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.process is None or self.process.poll() is not None:
             self.start()
         assert self.process and self.process.stdin and self.process.stdout
@@ -144,7 +149,10 @@ def default_workers() -> int:
 
 
 class Pool:
-    """`with Pool("bubblewrap", workers=4) as pool: results = list(pool.grade(jobs))`."""
+    """`with Pool("bubblewrap", workers=4) as pool: results = list(pool.grade(jobs))`.
+
+    Thread-safe: concurrent `grade` calls (a server's requests) share the warm workers, each
+    worker serving one request at a time."""
 
     def __init__(self, backend: str | Backend = "auto", workers: int | None = None, max_attempts: int = 3, progress: bool = False) -> None:
         self.backend = backend if isinstance(backend, Backend) else get_backend(backend)

@@ -17,18 +17,35 @@ them, the judge's rlimits otherwise; `limits_via` records which.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .base import JUDGE_DIR, Backend, BackendUnavailable, judge_boot
 
 IN_CONTAINER_JUDGE_PARENT = "/opt/qrpo"
 DEFAULT_PREFIX = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qrpo" / "apptainer"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qrpo"
+
+
+@contextlib.contextmanager
+def spython_client(apptainer: str) -> Iterator[Any]:
+    """spython's Client, pointed at our apptainer: spython runs `singularity` from PATH (the
+    installer links it next to `apptainer`), so PATH is extended for the duration."""
+    from spython.main import Client
+
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{Path(apptainer).parent}:{old}"
+    try:
+        yield Client
+    finally:
+        os.environ["PATH"] = old
 
 
 def containers_dir() -> Path:
@@ -139,10 +156,10 @@ class ApptainerBackend(Backend):
         self.unpack_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.unpack_root))
         try:
-            result = subprocess.run([self.apptainer, "-s", "build", "--force", "--sandbox", str(staging / "rootfs"), sif],
-                                    capture_output=True, text=True, env=self._env(), timeout=600)
-            if result.returncode != 0:
-                raise BackendUnavailable(f"could not unpack {sif}: {result.stderr.strip()[-500:]}")
+            with spython_client(self.apptainer) as client:
+                client.build(recipe=sif, image=str(staging / "rootfs"), sandbox=True, sudo=False, force=True, quiet=True)
+            if not (staging / "rootfs" / "usr" / "bin" / "python3").exists():
+                raise BackendUnavailable(f"could not unpack {sif} into a sandbox directory (apptainer build --sandbox failed)")
             try:
                 os.rename(staging / "rootfs", target)
             except OSError:

@@ -273,7 +273,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line.rstrip("\r\n"))
                 except json.JSONDecodeError as exc:
                     yield lineno, RowError(
                         lineno, None, None,

@@ -26,15 +26,33 @@ def _has_assert(node: ast.AST) -> bool:
 
 
 def group_statements(body: list[ast.stmt], candidate: str) -> list[str]:
-    """Group statements into tests: a test ends at each statement that asserts and uses the
-    candidate; statements before it (setup such as `x = [1, 2]`) belong to it."""
+    """Group statements into tests. A test ends at each statement that asserts (or calls a
+    local helper that does) once the group so far involves the candidate; statements before it
+    (setup such as `x = [1, 2]` or `y = candidate(3)`) belong to it. Function definitions are
+    setup. Statements after the last assert that still involve the candidate join the last test,
+    so nothing that calls the candidate is ever dropped."""
+    users = {candidate}  # the candidate, and local functions that call it
+    asserting: set[str] = set()  # local functions that assert
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if _names(stmt) & users:
+                users.add(stmt.name)
+            if _has_assert(stmt):
+                asserting.add(stmt.name)
     tests: list[str] = []
     pending: list[str] = []
+    involved = False
     for stmt in body:
         pending.append(ast.unparse(stmt))
-        if _has_assert(stmt) and candidate in _names(stmt):
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        names = _names(stmt)
+        involved = involved or bool(names & users)
+        if involved and (_has_assert(stmt) or names & asserting):
             tests.append("\n".join(pending))
-            pending = []
+            pending, involved = [], False
+    if involved and tests:
+        tests[-1] += "\n" + "\n".join(pending)
     return tests
 
 

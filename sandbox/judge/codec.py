@@ -15,11 +15,13 @@ and cyclic structures (and 100k-long linked lists) encode without recursion:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from typing import Any
 
 MAX_NODES = 2_000_000
 MAX_INT_HEX_DIGITS = 20_000
 SMALL_INT = 1 << 63
+_HEX = re.compile(r"-?[0-9a-f]+")
 
 
 class DecodeError(ValueError):
@@ -49,6 +51,8 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
         if t is int:
             if -SMALL_INT < obj < SMALL_INT:
                 return obj
+            if len(nodes) >= max_nodes:
+                raise EncodeError(f"value has more than {max_nodes} parts")
             nodes.append(["int", format(obj, "x")])
             return [len(nodes) - 1]
         key = id(obj)
@@ -91,7 +95,18 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
 
 def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> Any:
     """Decode untrusted plain data. Helper objects are created with `object.__new__`, so no code
-    of the class runs; attribute names must be public identifiers."""
+    of the class runs; attribute names must be public identifiers. Any malformed input raises
+    DecodeError and nothing else (a helper's own `__hash__` failing on a half-built object
+    included)."""
+    try:
+        return _decode(doc, helper_types, max_nodes)
+    except DecodeError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError, MemoryError) as exc:
+        raise DecodeError(f"malformed value ({type(exc).__name__})") from None
+
+
+def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> Any:
     if type(doc) is not dict or set(doc) != {"root", "nodes"} or type(doc["nodes"]) is not list:
         raise DecodeError("malformed value document")
     helpers = helper_types or {}
@@ -115,21 +130,26 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
             made[i] = object.__new__(helpers[node[1]])
         elif tag == "int":
             digits = node[1] if len(node) == 2 else None
-            if type(digits) is not str or len(digits) > MAX_INT_HEX_DIGITS:
+            if type(digits) is not str or len(digits) > MAX_INT_HEX_DIGITS or not _HEX.fullmatch(digits):
                 raise DecodeError(f"node {i}: bad integer")
             try:
                 made[i] = int(digits, 16)
             except ValueError:
                 raise DecodeError(f"node {i}: bad integer") from None
         elif tag == "bytes":
+            if len(node) != 2 or type(node[1]) is not str or not _HEX.fullmatch(node[1] or "0"):
+                raise DecodeError(f"node {i}: bad bytes")
             try:
                 made[i] = bytes.fromhex(node[1])
-            except (ValueError, TypeError, IndexError):
+            except ValueError:
                 raise DecodeError(f"node {i}: bad bytes") from None
         elif tag == "complex":
             if len(node) != 3 or not all(type(x) in (int, float) for x in node[1:]):
                 raise DecodeError(f"node {i}: bad complex")
-            made[i] = complex(node[1], node[2])
+            try:
+                made[i] = complex(float(node[1]), float(node[2]))
+            except OverflowError:
+                raise DecodeError(f"node {i}: bad complex") from None
         elif tag not in ("tuple", "set", "frozenset"):
             raise DecodeError(f"node {i}: unknown tag {tag!r}")
     resolving: set[int] = set()
@@ -185,6 +205,19 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
                 out.append(v[0])
         return out
 
+    # Objects first, so a helper's hash sees its attributes when it lands in a set or dict key.
+    for i, node in enumerate(raw):
+        if node[0] == "obj":
+            if type(node[2]) is not list:
+                raise DecodeError(f"node {i}: malformed object")
+            attrs = made[i].__dict__
+            for pair in node[2]:
+                if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+                    raise DecodeError(f"node {i}: malformed attribute")
+                name = pair[0]
+                if not name.isidentifier() or name.startswith("__"):
+                    raise DecodeError(f"node {i}: attribute name {name[:40]!r} not allowed")
+                attrs[name] = value(pair[1])
     for i, node in enumerate(raw):
         tag = node[0]
         if tag == "list":
@@ -198,26 +231,20 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
                     d[value(pair[0])] = value(pair[1])
                 except TypeError:
                     raise DecodeError(f"node {i}: unhashable dict key") from None
-        elif tag == "obj":
-            if type(node[2]) is not list:
-                raise DecodeError(f"node {i}: malformed object")
-            attrs = made[i].__dict__
-            for pair in node[2]:
-                if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
-                    raise DecodeError(f"node {i}: malformed attribute")
-                name = pair[0]
-                if not name.isidentifier() or name.startswith("__"):
-                    raise DecodeError(f"node {i}: attribute name {name[:40]!r} not allowed")
-                attrs[name] = value(pair[1])
         elif tag in ("tuple", "set", "frozenset") and made[i] is None:
             build_immutable(i)
     return value(doc["root"])
 
 
-def helper_classes(namespace: dict[str, Any], is_helper: Callable[[type], bool] | None = None) -> dict[str, type]:
+def helper_classes(namespace: dict[str, Any]) -> dict[str, type]:
     """Classes defined by dataset code (the preamble), by name: the only objects allowed across."""
     out = {}
     for name, obj in namespace.items():
-        if isinstance(obj, type) and obj.__module__ == namespace.get("__name__") and (is_helper is None or is_helper(obj)):
+        if (
+            type(obj) is type
+            and obj.__module__ == namespace.get("__name__")
+            and obj.__bases__ == (object,)  # object.__new__ must be able to make one
+            and "__slots__" not in vars(obj)  # attributes live in __dict__
+        ):
             out[name] = obj
     return out

@@ -26,6 +26,11 @@ class Timeout(ProtocolError):
     """No complete message arrived before the deadline."""
 
 
+class HostGone(BaseException):
+    """The watched descriptor hung up: whoever we serve is gone, so stop everything now. A
+    BaseException so that no `except Exception` on the way can mistake it for a verdict."""
+
+
 def dumps(message: dict[str, Any]) -> bytes:
     body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     return _HEADER.pack(len(body)) + body
@@ -38,13 +43,24 @@ def write_message(fd: int, message: dict[str, Any]) -> None:
         data = data[n:]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+def _read_exact(fd: int, n: int, deadline: float | None, hangup_fd: int | None) -> bytes:
     chunks: list[bytes] = []
+    poller = None
+    if deadline is not None or hangup_fd is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if hangup_fd is not None:
+            poller.register(hangup_fd, 0)  # POLLHUP and POLLERR are always reported
     while n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise Timeout("deadline passed")
+        if poller is not None:
+            timeout_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            events = dict(poller.poll(timeout_ms))
+            if hangup_fd is not None and events.get(hangup_fd, 0) & (select.POLLHUP | select.POLLERR):
+                raise HostGone("the other end of the judge's input closed")
+            if not events.get(fd):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout("deadline passed")
+                continue
         chunk = os.read(fd, min(n, 1 << 20))
         if not chunk:
             raise ProtocolError("channel closed")
@@ -53,12 +69,13 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def read_message(fd: int, deadline: float | None = None, max_size: int = MAX_MESSAGE) -> dict[str, Any]:
-    """Read one message; `deadline` is a time.monotonic() value, None waits forever."""
-    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+def read_message(fd: int, deadline: float | None = None, max_size: int = MAX_MESSAGE, hangup_fd: int | None = None) -> dict[str, Any]:
+    """Read one message; `deadline` is a time.monotonic() value, None waits forever. If
+    `hangup_fd` hangs up meanwhile, raise HostGone."""
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline, hangup_fd))
     if size > max_size:
         raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_size}")
-    body = _read_exact(fd, size, deadline)
+    body = _read_exact(fd, size, deadline, hangup_fd)
     try:
         message = json.loads(body.decode("utf-8", "surrogatepass"))
     except (ValueError, RecursionError) as exc:

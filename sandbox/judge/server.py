@@ -39,6 +39,7 @@ JUDGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = os.path.basename(JUDGE_DIR)
 PACKAGE_PARENT = os.path.dirname(JUDGE_DIR)
 SIGNAL_TIMEOUT = {signal.SIGXCPU, signal.SIGKILL}
+REPLY_LIMIT = 64 * 1024 * 1024  # bytes of one encoded value from the runner
 
 
 class SolutionFailure(BaseException):
@@ -198,7 +199,7 @@ class Session:
         )
         deadline = time.monotonic() + max(10.0, float(self.limits["wall_s"]) * 3)
         try:
-            answer = protocol.read_message(self.in_fd, deadline)
+            answer = protocol.read_message(self.in_fd, deadline, REPLY_LIMIT, self.judge.hangup_fd)
         except protocol.Timeout:
             self.kill()
             return {"loaded": False, "verdict": "timeout", "detail": "loading the solution took too long"}
@@ -279,7 +280,7 @@ class Session:
 
     def receive(self, timeout: float) -> dict[str, Any]:
         try:
-            return protocol.read_message(self.in_fd, time.monotonic() + timeout)
+            return protocol.read_message(self.in_fd, time.monotonic() + timeout, REPLY_LIMIT, self.judge.hangup_fd)
         except protocol.Timeout:
             self.kill()
             raise SolutionFailure("timeout", f"no answer within {timeout:g} s") from None
@@ -442,8 +443,9 @@ def _stdout_matches(actual: str, expected: str) -> bool:
 
 
 class Judge:
-    def __init__(self, python: str | None = None, tmp: str | None = None) -> None:
+    def __init__(self, python: str | None = None, tmp: str | None = None, hangup_fd: int | None = None) -> None:
         self.python = python or sys.executable
+        self.hangup_fd = hangup_fd  # our client's pipe: if it hangs up mid-grading, stop at once
         self.tmp = tmp or tempfile.gettempdir()
         self.zygote = Zygote(self.python)
         self.cache: OrderedDict[str, PreparedProblem] = OrderedDict()
@@ -567,7 +569,7 @@ def main() -> None:
     die_with_parent()
     out = os.dup(1)
     os.dup2(2, 1)
-    judge = Judge()
+    judge = Judge(hangup_fd=0)
     try:
         while True:
             try:
@@ -579,6 +581,8 @@ def main() -> None:
                 continue
             try:
                 response = judge.grade(request)
+            except protocol.HostGone:
+                return
             except Exception as exc:  # a bug of ours must not take the worker down silently
                 response = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"[:1000]}
             protocol.write_message(out, response)
