@@ -80,20 +80,51 @@ def split_check(source: str, candidate: str = "candidate") -> SplitTests:
     return SplitTests(setup=setup, tests=tests, candidate=candidate)
 
 
-def calls_only(source: str, candidate: str) -> bool:
-    """True when every use of `candidate` in the test is a direct call whose arguments do not
-    themselves involve the candidate: such a test can run in the judge with the calls proxied
-    to the untrusted process. Anything else (passing the function around, reading its
-    attributes) must run opaquely on the untrusted side."""
-    tree = ast.parse(source)
-    call_funcs = set()
+@dataclass(frozen=True)
+class TestForm:
+    """How the judge can run one test (from a single parse of its source)."""
+
+    trusted: bool  # every use of the candidate is a direct call: run here, calls proxied
+    single_call: bool  # one assert with exactly one call, not in a loop: the runner may exit after it
+    names: frozenset[str]  # every name the test reads (to import stdlib modules it relies on)
+
+
+_LOOPS = (ast.For, ast.While, ast.comprehension, ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def classify(tree: ast.Module, candidate: str) -> TestForm:
+    """One walk over a parsed test. A test is trusted when every use of `candidate` is a direct
+    call whose arguments do not themselves involve the candidate; anything else (passing the
+    function around, reading its attributes, returning from the check) must run opaquely on the
+    untrusted side."""
+    calls: list[ast.Call] = []
+    call_funcs: set[int] = set()
+    uses: list[ast.Name] = []
+    names: set[str] = set()
+    loops = False
+    escapes = False
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == candidate:
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+            if node.id == candidate:
+                uses.append(node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == candidate:
+            calls.append(node)
             call_funcs.add(id(node.func))
-            for arg in [*node.args, *(k.value for k in node.keywords)]:
+        elif isinstance(node, (ast.Global, ast.Nonlocal, ast.Return, ast.Yield, ast.YieldFrom)):
+            escapes = True
+        if isinstance(node, _LOOPS):
+            loops = True
+    trusted = not escapes and all(id(n) in call_funcs for n in uses)
+    if trusted:
+        for call in calls:
+            for arg in [*call.args, *(k.value for k in call.keywords)]:
                 if candidate in _names(arg):
-                    return False
-        if isinstance(node, (ast.Global, ast.Nonlocal, ast.Return, ast.Yield, ast.YieldFrom)):
-            return False
-    uses = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == candidate]
-    return all(id(n) in call_funcs for n in uses)
+                    trusted = False
+    single = trusted and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert) and len(calls) == 1 and not loops
+    return TestForm(trusted, single, frozenset(names))
+
+
+def calls_only(source: str, candidate: str) -> bool:
+    """True when the test can run in the judge with the candidate's calls proxied."""
+    return classify(ast.parse(source), candidate).trusted

@@ -15,6 +15,7 @@ and cyclic structures (and 100k-long linked lists) encode without recursion:
 
 from __future__ import annotations
 
+import collections
 import re
 from typing import Any
 
@@ -22,6 +23,7 @@ MAX_NODES = 2_000_000
 MAX_INT_HEX_DIGITS = 20_000
 SMALL_INT = 1 << 63
 _HEX = re.compile(r"-?[0-9a-f]+")
+_DICT_TAGS = ("dict", "Counter", "OrderedDict", "defaultdict")
 
 
 class DecodeError(ValueError):
@@ -32,7 +34,48 @@ class EncodeError(TypeError):
     """A value holds a type that is not plain data (a function, a generator, a custom class)."""
 
 
-_SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
+_SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset", collections.deque: "deque"}
+# Standard-library dict types solutions commonly return (MBPP's freq_count returns a Counter):
+# sent as their items, rebuilt as the same stdlib type. A defaultdict's factory is kept only if
+# it is a builtin type; otherwise it arrives as None.
+_DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict"}
+_FACTORIES: dict[str, type] = {t.__name__: t for t in (int, float, str, list, dict, set, tuple, bool)}
+
+
+class MatchView:
+    """What a `re.Match` returned by a solution becomes in the judge: its text, groups and
+    spans, truthy like a match (MBPP tests do `assert text_match(s)`)."""
+
+    def __init__(self, groups: list, spans: list, named: dict) -> None:
+        self._groups, self._spans, self._named = groups, spans, named
+
+    def group(self, *indices: int | str) -> Any:
+        picked = [self._named[i] if isinstance(i, str) else self._groups[i] for i in (indices or (0,))]
+        return picked[0] if len(picked) == 1 else tuple(picked)
+
+    def groups(self) -> tuple:
+        return tuple(self._groups[1:])
+
+    def groupdict(self) -> dict:
+        return dict(self._named)
+
+    def span(self, i: int = 0) -> tuple[int, int]:
+        return tuple(self._spans[i])  # type: ignore[return-value]
+
+    def start(self, i: int = 0) -> int:
+        return self._spans[i][0]
+
+    def end(self, i: int = 0) -> int:
+        return self._spans[i][1]
+
+    def __getitem__(self, i: int | str) -> Any:
+        return self.group(i)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<match span={tuple(self._spans[0])} group={self._groups[0]!r}>"
 
 
 def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> dict:
@@ -66,9 +109,17 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
         if t in _SEQUENCES:
             nodes.append([_SEQUENCES[t], None])
             work.append((obj, nodes[i], 1))
-        elif t is dict:
-            nodes.append(["dict", None])
+        elif t in _DICTS:
+            if t is collections.defaultdict:
+                factory = obj.default_factory
+                nodes.append(["defaultdict", None, factory.__name__ if factory in _FACTORIES.values() else None])
+            else:
+                nodes.append([_DICTS[t], None])
             work.append((obj, nodes[i], 1))
+        elif t is re.Match:
+            groups = [obj.group(g) for g in range(obj.re.groups + 1)]
+            spans = [list(obj.span(g)) for g in range(obj.re.groups + 1)]
+            nodes.append(["match", [ref(g) for g in groups], spans, [[k, ref(v)] for k, v in obj.groupdict().items()]])
         elif t in helpers:
             nodes.append(["obj", helpers[t], None])
             work.append((obj, nodes[i], 2))
@@ -83,7 +134,7 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
     root = ref(value)
     while work:
         obj, node, slot = work.pop()
-        if node[0] == "dict":
+        if node[0] in _DICT_TAGS:
             node[slot] = [[ref(k), ref(v)] for k, v in obj.items()]
         elif node[0] == "obj":
             attrs = getattr(obj, "__dict__", {})
@@ -120,10 +171,19 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
         if type(node) is not list or not node or type(node[0]) is not str:
             raise DecodeError(f"malformed node {i}")
         tag = node[0]
-        if tag == "list":
-            made[i] = []
-        elif tag == "dict":
-            made[i] = {}
+        if tag in ("list", "deque"):
+            made[i] = [] if tag == "list" else collections.deque()
+        elif tag in _DICT_TAGS:
+            if tag == "defaultdict":
+                if len(node) != 3 or (node[2] is not None and node[2] not in _FACTORIES):
+                    raise DecodeError(f"node {i}: bad defaultdict")
+                made[i] = collections.defaultdict(_FACTORIES[node[2]] if node[2] else None)
+            else:
+                made[i] = {"dict": dict, "Counter": collections.Counter, "OrderedDict": collections.OrderedDict}[tag]()
+        elif tag == "match":
+            if len(node) != 4 or not all(type(x) is list for x in node[1:]):
+                raise DecodeError(f"node {i}: bad match")
+            made[i] = MatchView.__new__(MatchView)
         elif tag == "obj":
             if len(node) != 3 or type(node[1]) is not str or node[1] not in helpers:
                 raise DecodeError(f"node {i}: unknown object type")
@@ -152,6 +212,9 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
                 raise DecodeError(f"node {i}: bad complex") from None
         elif tag not in ("tuple", "set", "frozenset"):
             raise DecodeError(f"node {i}: unknown tag {tag!r}")
+        if tag in _DICT_TAGS or tag in ("list", "deque"):
+            if len(node) < 2 or (tag != "defaultdict" and len(node) != 2):
+                raise DecodeError(f"node {i}: malformed {tag}")
     resolving: set[int] = set()
 
     def value(v: Any) -> Any:
@@ -166,7 +229,8 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
         raise DecodeError("malformed value")
 
     def items(i: int) -> list:
-        body = raw[i][1] if len(raw[i]) == 2 else None
+        arity = 3 if raw[i][0] == "defaultdict" else 2
+        body = raw[i][1] if len(raw[i]) == arity else None
         if type(body) is not list:
             raise DecodeError(f"node {i}: malformed body")
         return body
@@ -220,9 +284,19 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
                 attrs[name] = value(pair[1])
     for i, node in enumerate(raw):
         tag = node[0]
-        if tag == "list":
+        if tag in ("list", "deque"):
             made[i].extend(value(v) for v in items(i))
-        elif tag == "dict":
+        elif tag == "match":
+            spans = node[2]
+            if not all(type(sp) is list and len(sp) == 2 and all(type(x) is int for x in sp) for sp in spans):
+                raise DecodeError(f"node {i}: bad match spans")
+            named = {}
+            for pair in node[3]:
+                if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+                    raise DecodeError(f"node {i}: bad match group name")
+                named[pair[0]] = value(pair[1])
+            made[i].__init__([value(v) for v in node[1]], [tuple(sp) for sp in spans], named)
+        elif tag in _DICT_TAGS:
             d = made[i]
             for pair in items(i):
                 if type(pair) is not list or len(pair) != 2:

@@ -662,3 +662,30 @@ def test_helper_object_hashed_by_its_attributes_inside_a_set():
         return
     (element,) = out
     assert element.val == 1 and element in out
+
+
+def test_stdlib_containers_round_trip_as_their_own_types() -> None:
+    import collections
+    import re
+
+    value = {
+        "counter": collections.Counter("abracadabra"),
+        "ordered": collections.OrderedDict([("b", 1), ("a", 2)]),
+        "default": collections.defaultdict(list, {1: [2]}),
+        "foreign_factory": collections.defaultdict(lambda: 0, {1: 1}),
+        "deque": collections.deque([1, (2, 3)]),
+    }
+    back = codec.decode(codec.encode(value))
+    for key in ("counter", "ordered", "deque"):
+        assert type(back[key]) is type(value[key]) and back[key] == value[key]
+    assert back["default"]["missing"] == [] and back["default"][1] == [2]
+    assert back["foreign_factory"].default_factory is None  # only builtin factories cross
+    match = codec.decode(codec.encode(re.search(r"(?P<word>b+)(c)?", "aabbb")))
+    assert bool(match) and match.group() == "bbb" and match.group("word") == "bbb"
+    assert match.groups() == ("bbb", None) and match.span() == (2, 5)
+
+
+@pytest.mark.parametrize("node", [["defaultdict", [], "os.system"], ["defaultdict", []], ["match", ["a"], [[0, "x"]], []], ["deque", [], 1]])
+def test_decode_rejects_malformed_stdlib_nodes(node) -> None:
+    with pytest.raises(codec.DecodeError):
+        codec.decode({"root": [0], "nodes": [node]})
