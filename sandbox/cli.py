@@ -89,23 +89,58 @@ def main() -> None:
 @click.option("--memory", type=int, default=None, help="Memory per test in MiB (default 1024).")
 @click.option("--wall", type=float, default=None, help="Wall seconds per test (default 3).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+              help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). Default: grade in this process.")
+@click.option("--jobs", type=click.IntRange(1), default=4, show_default=True, help="With --executor: number of shards (one job each).")
+@click.option("--cpus-per-job", type=click.IntRange(1), default=1, show_default=True, help="With --executor: CPUs per job, one warm judge per CPU.")
+@click.option("--partition", default=None, help="With --executor slurm: the SLURM partition (default: the cluster's default).")
+@click.option("--time", "time_min", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True, help="With --executor: time limit per job, in minutes.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="With --executor: the run directory (default OUTPUT.shards); rerun to resume.")
+@click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True, help="With --executor: resubmissions of a failed, timed-out, preempted or lost shard.")
 def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: str, extract: str,
-          max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool) -> None:
+          max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
+          executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
+          workdir: str | None = None, max_retries: int = 2) -> None:
     """Grade completions against problems and write one result row per completion.
+
+    With --executor the completions are graded in shards as submitit jobs (a SLURM job array, or
+    local processes); rerunning the same command skips finished shards (see sandbox.cluster).
 
     \b
     Example:
       sandbox grade -p LeetCodeDataset-v0.3.1-test.jsonl.gz -c samples.jsonl -o graded.jsonl --backend bubblewrap
+      sandbox grade -p problems.jsonl -c samples.jsonl -o graded.jsonl --executor slurm --jobs 16 --cpus-per-job 8 --partition cpu --time 60
     """
     from .api import grade as grade_all
     from .datasets import load_problems
 
+    ctx = click.get_current_context()
+    cluster_options = ["jobs", "cpus_per_job", "partition", "time_min", "workdir", "max_retries"]
+    if executor is None:
+        given = [name for name in cluster_options if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_min', '').replace('_', '-')} needs --executor local or --executor slurm")
+    elif workers is not None:
+        raise click.UsageError("--workers sets the judges of in-process grading; with --executor each job runs one judge per CPU: use --cpus-per-job")
     loaded = load_problems(problems, max_tests=max_tests, min_tests=min_tests)
     for error in loaded.errors[:20]:
         click.echo(f"problems: {error}", err=True)
     if not loaded.problems:
         raise click.ClickException(f"no usable problem in {problems} ({len(loaded.errors)} bad rows); see the messages above")
     started = time.monotonic()
+    if executor is not None:
+        from .cluster import ClusterError, grade_distributed
+
+        try:
+            results = grade_distributed(loaded, completions, output, executor=executor, jobs=jobs, cpus_per_job=cpus_per_job,  # type: ignore[arg-type]
+                                        partition=partition, time_min=time_min, backend=backend, workdir=workdir, max_retries=max_retries,
+                                        progress=progress, granularity=granularity, extract=extract, limits=_limits(cpu, memory, wall))  # type: ignore[arg-type]
+        except ClusterError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(summary(results))
+        click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s "
+                   f"(run directory {workdir or str(output) + '.shards'})")
+        return
     results = grade_all(loaded, completions, backend=backend, workers=workers, granularity=granularity, extract=extract,
                         limits=_limits(cpu, memory, wall), progress=progress)
     write_jsonl_atomic(output, [r.to_dict() for r in results])
@@ -229,6 +264,70 @@ def image_check(image_path: str | None) -> None:
         raise click.ClickException(f"the judge did not grade a correct solution as passed: {result.tests}")
     click.echo(f"judge: ok (containment {result.info.get('containment')}, limits via {backend.limits_via})")
     click.echo(f"image {backend.image} works (workers start from {backend.rootfs})")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on; anything but loopback requires --token.")
+@click.option("--port", type=int, default=0, show_default=True, help="TCP port (0: a free one; see --address-file).")
+@backend_option
+@workers_option
+@click.option("--problems", "-p", type=click.Path(exists=True, dir_okay=False), default=None, help="Problems to preload (any dataset format); requests may also send problems inline.")
+@click.option("--token", envvar="SANDBOX_TOKEN", default=None, help="Require 'Authorization: Bearer TOKEN' on every request [env SANDBOX_TOKEN].")
+@click.option("--address-file", type=click.Path(dir_okay=False), default=None, help="Write host:port (and the token) here, mode 0600, once listening.")
+@click.option("--max-pending", type=int, default=None, help="Completions admitted at once; beyond: 503 + Retry-After (default max(1024, 64 per worker)).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--slurm", is_flag=True, help="Run the server as a SLURM job (submitit) and wait for its address file.")
+@click.option("--partition", default=None, help="--slurm: partition (default: the cluster's default).")
+@click.option("--time", "time_min", type=int, default=1440, show_default=True, help="--slurm: time limit in minutes.")
+@click.option("--cpus", type=int, default=1, show_default=True, help="--slurm: CPUs for the job (also the default --workers).")
+@click.option("--mem", default=None, help="--slurm: memory, e.g. 8G.")
+@click.option("--job-name", default="sandbox-serve", show_default=True, help="--slurm: job name.")
+@click.option("--log-dir", type=click.Path(file_okay=False), default="sandbox-serve-logs", show_default=True, help="--slurm: submitit folder (job logs).")
+@click.option("--sbatch", "sbatch_params", multiple=True, metavar="KEY=VALUE", help="--slurm: extra sbatch option, e.g. --sbatch account=abc (repeatable).")
+@click.option("--wait", type=float, default=600, show_default=True, help="--slurm: seconds to wait for the address file.")
+def serve(host: str, port: int, backend: str, workers: int | None, problems: str | None, token: str | None, address_file: str | None,
+          max_pending: int | None, log_level: str, slurm: bool, partition: str | None, time_min: int, cpus: int, mem: str | None,
+          job_name: str, log_dir: str, sbatch_params: tuple[str, ...], wait: float) -> None:
+    """Serve grading over HTTP from a warm pool (POST /grade, GET /health).
+
+    \b
+    Examples:
+      sandbox serve --backend bubblewrap --problems problems.jsonl --address-file ~/sandbox.addr
+      sandbox serve --slurm --cpus 16 --host 0.0.0.0 --token "$(openssl rand -hex 16)" \\
+          --problems problems.jsonl --address-file /shared/sandbox.addr
+    Clients: sandbox.client.SandboxClient("/shared/sandbox.addr").grade(problems, rows)
+    """
+    from . import server as service
+
+    try:
+        service.check_binding(host, token)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    options = {"host": host, "port": port, "backend": backend, "workers": workers, "problems": problems, "token": token,
+               "max_pending": max_pending, "log_level": log_level}
+    if not slurm:
+        try:
+            service.serve(address_file=address_file, **options)
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    if address_file is None:
+        raise click.ClickException("--slurm needs --address-file (on a filesystem both the job and the clients see)")
+    additional = {}
+    for item in sbatch_params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.ClickException(f"--sbatch expects KEY=VALUE, got {item!r}")
+        additional[key.strip().replace("-", "_")] = value
+    job = service.submit_slurm(address_file=address_file, log_dir=log_dir, partition=partition, time_min=time_min, cpus=cpus,
+                               mem=mem, job_name=job_name, additional=additional or None, **options)
+    click.echo(f"job_id: {job.job_id}")
+    try:
+        address = service.wait_for_address(job, address_file, wait)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"address: {address}")
+    click.echo(f"address file: {os.path.abspath(address_file)}  (stop with: scancel {job.job_id})")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,26 @@ class TestForm:
     trusted: bool  # every use of the candidate is a direct call: run here, calls proxied
     single_call: bool  # one assert with exactly one call, not in a loop: the runner may exit after it
     names: frozenset[str]  # every name the test reads (to import stdlib modules it relies on)
+    stores: frozenset[str]  # names the test assigns
+    call: ast.Call | None  # the single call, when there is one
+    call_names: frozenset[str]  # names its arguments read
+
+
+def _walk(root: ast.AST) -> list[ast.AST]:
+    """ast.walk, minus the leaves of literal containers: tests hold lists of thousands of
+    constants, and visiting each one dominated the judge's preparation time."""
+    out: list[ast.AST] = []
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            todo.extend(e for e in node.elts if not isinstance(e, ast.Constant))
+        elif isinstance(node, ast.Constant):
+            continue
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return out
 
 
 _LOOPS = (ast.For, ast.While, ast.comprehension, ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -103,7 +123,7 @@ def classify(tree: ast.Module, candidate: str) -> TestForm:
     names: set[str] = set()
     loops = False
     escapes = False
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Name):
             names.add(node.id)
             if node.id == candidate:
@@ -116,13 +136,16 @@ def classify(tree: ast.Module, candidate: str) -> TestForm:
         if isinstance(node, _LOOPS):
             loops = True
     trusted = not escapes and all(id(n) in call_funcs for n in uses)
-    if trusted:
+    if trusted and len(uses) > 1:  # a call nested in another call's arguments
         for call in calls:
             for arg in [*call.args, *(k.value for k in call.keywords)]:
-                if candidate in _names(arg):
+                if any(isinstance(n, ast.Name) and n.id == candidate for n in _walk(arg)):
                     trusted = False
     single = trusted and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert) and len(calls) == 1 and not loops
-    return TestForm(trusted, single, frozenset(names))
+    stores = {n.id for n in _walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} if len(tree.body) > 1 else set()
+    call = calls[0] if single else None
+    call_names = {n.id for a in [*call.args, *(k.value for k in call.keywords)] for n in _walk(a) if isinstance(n, ast.Name)} if call else set()
+    return TestForm(trusted, single, frozenset(names), frozenset(stores), call, frozenset(call_names))
 
 
 def calls_only(source: str, candidate: str) -> bool:

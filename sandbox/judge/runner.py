@@ -42,7 +42,6 @@ WARM_MODULES = (
 
 # Fixed descriptor numbers inside a runner.
 FD_IN, FD_OUT, FD_STDOUT, FD_STDERR = 3, 4, 5, 6
-CLOSE_CODE = 100  # a per-test child exits with this when the judge closes the session
 
 
 def _libc() -> Any:
@@ -235,69 +234,84 @@ class Runner:
             self.send({"loaded": False, "verdict": _verdict_of(exc), "detail": _describe(exc)})
             return
         self.helpers = {name: self.namespace[name] for name in load["helpers"] if isinstance(self.namespace.get(name), type)}
-        if load["granularity"] == "per_test":
-            self.send({"loaded": True})
-            self._fork_tests()
-            return
-        self.function = self._entry_point()
+        per_test = load["granularity"] == "per_test"
+        if not per_test:
+            self.function = self._entry_point()
         self.send({"loaded": True})
         while True:
             message = protocol.read_message(FD_IN)
             op = message.get("op")
-            if op == "test":
-                set_cpu_limit(load["limits"]["cpu_s"])
+            if op == "batch" and per_test:
+                self._batch_forked(message["calls"])
+            elif op == "batch":
+                for call in message["calls"]:
+                    set_cpu_limit(load["limits"]["cpu_s"])
+                    self.send(self._call(call))
+            elif op in ("call", "opaque") and per_test:
+                self._test_forked(message)
             elif op in ("call", "opaque"):
+                if message.get("new_test"):
+                    set_cpu_limit(load["limits"]["cpu_s"])
                 self.send(self._call(message) if op == "call" else self._opaque(message))
-                if message.get("last"):
-                    self.send({"exited": {"code": 0}})
-            elif op == "done":
-                self.send({"exited": {"code": 0}})
-            else:
+            elif op != "done":
                 return
 
-    def _fork_tests(self) -> None:
-        """One fork of the loaded solution per test, forked ahead: the next child is already
-        waiting for its first call while the judge compares the previous answer. Children read
-        the judge's messages themselves; the runner only reports how each one ended."""
-        while True:
-            pid = os.fork()
-            if pid == 0:
-                self._serve_test()
-            _pid, status = os.waitpid(pid, 0)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == CLOSE_CODE:
-                return
+    def _batch_forked(self, calls: list[dict[str, Any]]) -> None:
+        """per_test, calls known ahead: one fork per call, forked ahead. While one child
+        answers, the next is already forked (and has evaluated the entry point) and waits at
+        its gate, so fork costs overlap with work. After each child, report how it ended."""
+        child, gate = self._fork_gated(calls[0])
+        for index in range(len(calls)):
+            os.write(gate, b"x")
+            os.close(gate)
+            following = self._fork_gated(calls[index + 1]) if index + 1 < len(calls) else None
+            _pid, status = os.waitpid(child, 0)
             self.send({"exited": _status(status)})
+            if following:
+                child, gate = following
 
-    def _serve_test(self) -> None:
-        code = 0
-        try:
-            self.function = self._entry_point()
-            first = True
-            while True:
-                request = protocol.read_message(FD_IN)
-                if first:
-                    set_cpu_limit(self.load["limits"]["cpu_s"])
-                    first = False
-                op = request.get("op")
-                if op == "call":
-                    self.send(self._call(request))
-                elif op == "opaque":
-                    self.send(self._opaque(request))
-                elif op == "done":
-                    break
-                else:
-                    code = CLOSE_CODE
-                    break
-                if request.get("last"):
-                    break
-        except BaseException:
-            code = CLOSE_CODE
-        finally:
+    def _fork_gated(self, call: dict[str, Any]) -> tuple[int, int]:
+        gate_r, gate_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
             try:
-                sys.stdout.flush()
-                sys.stderr.flush()
+                os.close(gate_w)
+                set_cpu_limit(self.load["limits"]["cpu_s"])  # waiting at the gate costs no CPU
+                self.function = self._entry_point()
+                if os.read(gate_r, 1) == b"x":  # else the runner is gone
+                    self.send(self._call(call))
+            except BaseException:
+                code = 3
             finally:
-                os._exit(code)
+                _exit_flushed(code)
+        os.close(gate_r)
+        return pid, gate_w
+
+    def _test_forked(self, first: dict[str, Any]) -> None:
+        """per_test, an interactive test: its fork answers this call and then reads the
+        judge's further calls itself until the test is done."""
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                set_cpu_limit(self.load["limits"]["cpu_s"])
+                self.function = self._entry_point()
+                request = first
+                while True:
+                    op = request.get("op")
+                    if op not in ("call", "opaque"):
+                        break
+                    self.send(self._call(request) if op == "call" else self._opaque(request))
+                    if request.get("last"):
+                        break
+                    request = protocol.read_message(FD_IN)
+            except BaseException:
+                code = 3
+            finally:
+                _exit_flushed(code)
+        _pid, status = os.waitpid(pid, 0)
+        self.send({"exited": _status(status)})
 
     def _entry_point(self) -> Any:
         try:
@@ -392,6 +406,14 @@ class Runner:
             except BaseException:
                 code = code or 1
             os._exit(code)
+
+
+def _exit_flushed(code: int) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def new_module(name: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ PACKAGE = os.path.basename(JUDGE_DIR)
 PACKAGE_PARENT = os.path.dirname(JUDGE_DIR)
 SIGNAL_TIMEOUT = {signal.SIGXCPU, signal.SIGKILL}
 REPLY_LIMIT = 64 * 1024 * 1024  # bytes of one encoded value from the runner
+BATCH = 256  # calls sent to a per_solution runner in one message
 
 
 class SolutionFailure(BaseException):
@@ -54,6 +55,14 @@ class SolutionFailure(BaseException):
         self.detail = detail
 
 
+class Captured(BaseException):
+    """Carries a call's arguments out of a test run with the recorder in place."""
+
+    def __init__(self, call_args: tuple, kwargs: dict) -> None:
+        super().__init__()
+        self.call_args, self.kwargs = call_args, kwargs
+
+
 class NeedsOpaque(Exception):
     """The test passes something to the candidate that cannot cross as plain data."""
 
@@ -64,6 +73,7 @@ class PreparedTest:
     code: Any  # compiled, or None when the source does not compile
     trusted: bool  # judged here (calls proxied) rather than opaquely in the runner
     single_call: bool  # exactly one call, not in a loop: the runner may exit right after it
+    prefetchable: bool = False  # its call's arguments can be computed before the test runs
 
 
 @dataclass
@@ -83,22 +93,25 @@ def prepare(problem: dict[str, Any]) -> PreparedProblem:
     candidate = problem.get("candidate", "candidate")
     entry_point = problem.get("entry_point", "")
     tests: list[PreparedTest] = []
+    forms: list[checks.TestForm | None] = []
     names: set[str] = set()
     for test in problem["tests"]:
         source = test.get("source", "")
-        if test["kind"] != "function":
-            tests.append(PreparedTest(source, None, True, False))
-            continue
-        try:
-            tree = ast.parse(source)
-            form = checks.classify(tree, candidate)
-            code = compile(tree, "<test>", "exec")
-        except (SyntaxError, ValueError):
-            tests.append(PreparedTest(source, None, True, False))
-            continue
-        names |= form.names
-        single = form.single_call and entry_point not in form.names  # a test naming the function calls it again
-        tests.append(PreparedTest(source, code, form.trusted, single))
+        form = None
+        code = None
+        if test["kind"] == "function":
+            try:
+                form = checks.classify(ast.parse(source), candidate)
+                code = compile(source, "<test>", "exec")  # from source: faster than from the tree
+            except (SyntaxError, ValueError):
+                form = code = None
+        if form is None:
+            tests.append(PreparedTest(source, code, True, False))
+        else:
+            names |= form.names
+            single = form.single_call and entry_point not in form.names  # a test naming the function calls it again
+            tests.append(PreparedTest(source, code, form.trusted, single))
+        forms.append(form)
     error = ""
     try:
         exec(compile(problem.get("preamble", ""), "<preamble>", "exec"), namespace)
@@ -108,6 +121,13 @@ def prepare(problem: dict[str, Any]) -> PreparedProblem:
                 namespace[name] = importlib.import_module(name)
     except BaseException as exc:  # dataset code is trusted but may still be broken
         error = f"the problem's preamble or test setup failed in the judge: {type(exc).__name__}: {exc}"[:500]
+    # A single call's arguments can be computed ahead (and the calls sent as one batch) when
+    # they only read names the preamble defined and no test reassigns.
+    assigned = set().union(*(f.stores for f in forms if f is not None))
+    for test, form in zip(tests, forms):
+        if form is not None and form.call is not None and test.single_call:
+            known = all((n in namespace or hasattr(builtins, n)) and n not in assigned and n != candidate for n in form.call_names)
+            test.prefetchable = known
     return PreparedProblem(namespace, codec.helper_classes(namespace), tests, error)
 
 
@@ -185,6 +205,7 @@ class Session:
             os.close(self.status_fd)
         self.status_fd = status_r
         self.in_fd, self.out_fd = from_runner_r, to_runner_w
+        self.reader = protocol.Reader(from_runner_r, self.judge.hangup_fd)
         self.alive = True
         self.spawns += 1
         problem = self.problem
@@ -203,7 +224,7 @@ class Session:
         )
         deadline = time.monotonic() + max(10.0, float(self.limits["wall_s"]) * 3)
         try:
-            answer = protocol.read_message(self.in_fd, deadline, REPLY_LIMIT, self.judge.hangup_fd)
+            answer = self.reader.read(deadline, REPLY_LIMIT)
         except protocol.Timeout:
             self.kill()
             return {"loaded": False, "verdict": "timeout", "detail": "loading the solution took too long"}
@@ -284,7 +305,7 @@ class Session:
 
     def receive(self, timeout: float) -> dict[str, Any]:
         try:
-            return protocol.read_message(self.in_fd, time.monotonic() + timeout, REPLY_LIMIT, self.judge.hangup_fd)
+            return self.reader.read(time.monotonic() + timeout, REPLY_LIMIT)
         except protocol.Timeout:
             self.kill()
             raise SolutionFailure("timeout", f"no answer within {timeout:g} s") from None
@@ -325,67 +346,82 @@ def _raise_verdict(answer: dict[str, Any]) -> tuple[str, str]:
 
 
 class FunctionTests:
-    """Runs the function tests of one solution in the judge, calls proxied to a Session."""
+    """Runs the function tests of one solution in the judge, calls proxied to a Session.
+
+    per_test: each test is served by its own fork of the loaded solution, which exits after the
+    test; the runner then reports an `exited` message. We read that report lazily, just before
+    the next answer, so the child's teardown overlaps with our comparison. per_solution: the
+    runner itself answers every call and never reports exits."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.in_test = False
-        self.test_over = False
+        self.open_test = False  # a call of the current test was sent
+        self.pending_exit = False  # per_test: the `exited` report of a finished test is unread
+        self.generation = session.spawns
         self.single_call = False
-        self.trusted = True
+        self.prefetched: dict[str, Any] | None = None  # the answer to this test's call, sent in a batch
+        self.recording = False  # capture a call's arguments instead of making it
+
+    def _sync(self) -> None:
+        if self.generation != self.session.spawns or not self.session.alive:
+            self.open_test = self.pending_exit = False
+            self.generation = self.session.spawns
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        session = self.session
+        self._sync()
+        if not session.alive:
+            raise SolutionFailure("runtime_error", "the solution's process ended earlier in this test")
+        message["new_test"] = not self.open_test
+        self.open_test = True
+        session.send(message)
+        self.settle()
+        answer = session.receive(float(session.limits["wall_s"]))
+        if "exited" in answer:  # the fork serving this test died before answering
+            self.open_test = False
+            raise SolutionFailure(*_exit_verdict(answer["exited"]))
+        if message.get("last"):
+            self.open_test = False
+            self.pending_exit = not session.per_solution
+        return answer
+
+    def settle(self) -> None:
+        """Read the `exited` report of the previous per_test fork, if still unread."""
+        if self.pending_exit and self.session.alive:
+            self.pending_exit = False
+            if "exited" not in self.session.receive(float(self.session.limits["wall_s"])):
+                self.session.kill()
+                raise SolutionFailure("runtime_error", "the solution's process broke the protocol")
 
     def call(self, args: tuple, kwargs: dict) -> Any:
-        session = self.session
-        if self.test_over:
-            raise SolutionFailure("runtime_error", "the solution's process ended earlier in this test")
+        if self.recording:
+            raise Captured(args, kwargs)
+        helpers = self.session.prepared.helpers
         try:
-            message = {
-                "op": "call",
-                "args": codec.encode(list(args), session.prepared.helpers),
-                "kwargs": codec.encode(dict(kwargs), session.prepared.helpers),
-                "last": self.single_call,
-            }
+            message = {"op": "call", "args": codec.encode(list(args), helpers), "kwargs": codec.encode(dict(kwargs), helpers),
+                       "last": self.single_call}
         except codec.EncodeError as exc:
             raise NeedsOpaque(str(exc)) from None
-        if not self.in_test:
-            if session.per_solution:
-                session.send({"op": "test"})
-            self.in_test = True
-        session.send(message)
-        answer = session.receive(float(session.limits["wall_s"]))
-        if self.single_call and "exited" not in answer:
-            self._expect_exit()
-        if "exited" in answer:
-            self.test_over = True
-            self.in_test = False
-            raise SolutionFailure(*_exit_verdict(answer["exited"]))
+        if self.prefetched is not None:
+            answer, self.prefetched = self.prefetched, None
+        else:
+            answer = self._request(message)
         if "raise" in answer:
             raise SolutionFailure(*_raise_verdict(answer))
         if "unencodable" in answer:
             raise SolutionFailure("wrong_answer", f"returned a value that is not plain data: {str(answer['unencodable'])[:200]}")
         try:
-            return codec.decode(answer.get("ok"), session.prepared.helpers)
+            return codec.decode(answer.get("ok"), helpers)
         except (codec.DecodeError, RecursionError, MemoryError) as exc:
             raise SolutionFailure("wrong_answer", f"returned a malformed value: {exc}") from None
 
-    def _expect_exit(self) -> None:
-        answer = self.session.receive(float(self.session.limits["wall_s"]))
-        self.in_test = False
-        self.test_over = True
-        if "exited" not in answer:
-            self.session.kill()
-            raise SolutionFailure("runtime_error", "the solution's process broke the protocol")
-
     def finish_test(self) -> None:
-        if self.in_test and self.session.alive:
+        """End the current test: its fork exits (per_test)."""
+        self._sync()
+        if self.open_test and self.session.alive:
             self.session.send({"op": "done"})
-            try:
-                answer = self.session.receive(float(self.session.limits["wall_s"]))
-            except SolutionFailure:
-                answer = {"exited": {}}
-            if "exited" not in answer:
-                self.session.kill()
-        self.in_test = False
+            self.pending_exit = not self.session.per_solution
+        self.open_test = False
 
     def run_test(self, test: PreparedTest, namespace: dict[str, Any]) -> tuple[str, str, bool]:
         """Returns (verdict, detail, trusted)."""
@@ -393,7 +429,6 @@ class FunctionTests:
             return "sandbox_error", "the test code does not compile", True
         if not test.trusted:
             return self.run_opaque(test)
-        self.test_over = False
         self.single_call = test.single_call
         try:
             exec(test.code, namespace)
@@ -413,21 +448,14 @@ class FunctionTests:
             self.finish_test()
 
     def run_opaque(self, test: PreparedTest) -> tuple[str, str, bool]:
-        session = self.session
-        if session.per_solution:
-            session.send({"op": "test"})
-        self.in_test = True
-        session.send({"op": "opaque", "source": session.problem.get("test_setup", "") + "\n" + test.source,
-                      "candidate": session.problem.get("candidate", "candidate")})
+        """The assert runs in the untrusted process, which says pass or fail: reported as such."""
+        problem = self.session.problem
+        message = {"op": "opaque", "source": problem.get("test_setup", "") + "\n" + test.source,
+                   "candidate": problem.get("candidate", "candidate"), "last": True}
         try:
-            answer = session.receive(float(session.limits["wall_s"]))
+            answer = self._request(message)
         except SolutionFailure as failure:
-            self.in_test = False
             return failure.verdict, failure.detail, False
-        if "exited" in answer:
-            self.in_test = False
-            return (*_exit_verdict(answer["exited"]), False)
-        self.finish_test()
         if "raise" in answer:
             verdict, detail = _raise_verdict(answer)
             return verdict, detail, False
@@ -528,18 +556,63 @@ class Judge:
             # in the reference harness that is the solution's function, never the prompt's stub.
             namespace[entry_point] = proxy
         results = []
-        for test in prepared.tests:
+        batched = 0  # answers of a sent batch still to read (per_solution)
+        for index, test in enumerate(prepared.tests):
             t0 = time.monotonic()
             if t0 > deadline:
                 results.append({"verdict": "timeout", "time_s": 0.0, "detail": "the solution's overall deadline passed", "trusted": True})
                 continue
             failed_start = self._ensure_runner(session)
             if failed_start:
-                verdict, detail, trusted = failed_start[0], failed_start[1], True
-            else:
-                verdict, detail, trusted = tests.run_test(test, namespace)
+                batched = 0
+                results.append({"verdict": failed_start[0], "time_s": 0.0, "detail": failed_start[1], "trusted": True})
+                continue
+            if not batched and test.prefetchable:
+                batched = self._send_batch(session, prepared.tests[index:], namespace, tests)
+            if batched:
+                batched -= 1
+                try:
+                    tests.settle()
+                    answer = session.receive(float(session.limits["wall_s"]))
+                    if "exited" in answer:  # its fork died without answering
+                        raise SolutionFailure(*_exit_verdict(answer["exited"]))
+                    if not session.per_solution:
+                        tests.pending_exit = True
+                    tests.prefetched = answer
+                except SolutionFailure as failure:
+                    if not session.alive:
+                        batched = 0
+                    results.append({"verdict": failure.verdict, "time_s": time.monotonic() - t0, "detail": failure.detail, "trusted": True})
+                    continue
+            verdict, detail, trusted = tests.run_test(test, namespace)
+            tests.prefetched = None
             results.append({"verdict": verdict, "time_s": time.monotonic() - t0, "detail": detail, "trusted": trusted})
         return results
+
+    @staticmethod
+    def _send_batch(session: Session, tests: list[PreparedTest], namespace: dict[str, Any], runner: FunctionTests) -> int:
+        """Send the calls of the next run of tests whose arguments are known ahead, in one
+        message; the runner streams the answers back, one per call, each under its own wall
+        limit. The arguments are captured by running the test with a recorder in place of the
+        candidate, which stops it at the call. Returns how many calls were sent."""
+        calls = []
+        helpers = session.prepared.helpers
+        for test in tests[:BATCH]:
+            if not test.prefetchable:
+                break
+            runner.recording = True
+            try:
+                exec(test.code, namespace)
+                break  # the test did not reach its call: run it on its own
+            except Captured as captured:
+                calls.append({"args": codec.encode(list(captured.call_args), helpers), "kwargs": codec.encode(captured.kwargs, helpers)})
+            except Exception:  # not plain data, or the arguments fail: that test runs on its own
+                break
+            finally:
+                runner.recording = False
+        if calls:
+            session.send({"op": "batch", "calls": calls})
+        return len(calls)
 
     def _stdio(self, session: Session, deadline: float) -> list[dict[str, Any]]:
         results = []

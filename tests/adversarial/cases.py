@@ -181,7 +181,7 @@ class Solution:
                     continue
                 if s: return s
         return "nothing"
-''', "wrong_answer", problem="oracle"),
+''', "wrong_answer", "timeout", problem="oracle", notes="a big /tmp may take longer to search than the limit"),
     # --- exiting early ----------------------------------------------------------------------
     case("os_exit_at_import", '''
 import os

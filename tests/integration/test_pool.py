@@ -41,7 +41,7 @@ def test_killed_judges_are_replaced_and_items_retried(backend: str) -> None:
     """Kill worker judges mid-batch: every item still gets its correct result, none lost or
     graded twice (each index appears once, in order)."""
     jobs = [Job(i, SQUARE, solution(0.1, wrong=i % 5 == 0), "per_test") for i in range(20)]
-    with Pool(backend, workers=2, max_attempts=3) as pool:
+    with Pool(backend, workers=2, max_attempts=4) as pool:  # 3 kills can hit one item at most 3 times
         stop = threading.Event()
 
         def killer() -> None:
