@@ -80,7 +80,7 @@ def slurm_available() -> tuple[bool, str]:
     except ImportError:
         return False, "submitit is not installed"
     try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"sinfo does not answer: {exc}"
     if proc.returncode != 0 or not proc.stdout.strip():

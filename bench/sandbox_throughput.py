@@ -15,9 +15,14 @@ run, one worker each unless said otherwise, and prints solutions/s, tests/s and 
   (a*) our judge, per_test, with one worker per CPU;
   (f)  reference, only with --only f or --only all (it adds ~15% to the run): the (b) harness, but the
        solution is loaded once and only the assert runs in each forked child: the floor of any
-       fork-per-test design, i.e. what (a) would cost without the judge's own work.
+       fork-per-test design, i.e. what (a) would cost without the judge's own work;
+  (d)  our judge, per_test, in the apptainer warm pool (one worker);
+  (e)  the paper's layout in containers: a fresh `apptainer exec` of the SIF per solution, a process
+       per assert; (e2) the same from the directory our pool unpacks the SIF to once;
+  (o)  the per-solution overhead of (d) over the process backend, each solution graded alone
+       (p50 and p90 in milliseconds).
 
-Claims: (a)/(b) >= 2.0 and (a2)/(c) >= 0.8 (throughputs measured in the same run; the machine is
+Claims: (a)/(b) >= 2.0, (a2)/(c) >= 0.8, (d)/(e) >= 10, (d)/(a) >= 0.8 and (o) p50 < 5 ms (throughputs measured in the same run; the machine is
 shared, so absolute numbers are noisy, ratios much less so). Judge pools are warmed before timing
 (workers started, a couple of solutions graded), so the numbers are steady-state throughput; the
 (b) harness is started and warmed the same way. With --repeat R the methods run round-robin R times
@@ -52,7 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = "leetcode/LeetCodeDataset-v0.3.1-test.jsonl.gz"
 # Canonical solutions that take seconds on their own tests: they would measure the solution, not the sandbox.
 SLOW_PROBLEMS = ("find-the-number-of-subsequences-with-equal-gcd", "maximum-number-of-moves-to-kill-all-pawns")
-TARGETS = (("a", "b", 2.0), ("a2", "c", 0.8))  # (numerator, denominator, minimum ratio of solutions/s)
+TARGETS = (("a", "b", 2.0), ("a2", "c", 0.8), ("d", "e", 10.0), ("d", "e2", 10.0), ("d", "a", 0.8))  # (numerator, denominator, minimum ratio of solutions/s)
+OVERHEAD_REPEATS = 3
 RECURSION_LIMIT = 10000  # what the judge's runner sets; the paper harness and (c) use the same
 
 
@@ -146,6 +152,15 @@ def _harness_loop(warm_modules: Sequence[str]) -> None:
         grade = fork_grade if job.get("mode") == "fork" else paper_grade
         replies.write(json.dumps(grade(job)) + "\n")
         replies.flush()
+
+
+def _harness_once() -> None:
+    """(e) inside a fresh container: grade the one job on stdin the paper's way, print verdicts."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    replies.write(json.dumps(paper_grade(json.loads(sys.stdin.readline()))) + "\n")
+    replies.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +315,71 @@ def in_process_method(workload: Workload) -> Measurement:
     return Measurement(len(verdicts), sum(map(len, verdicts)), seconds, [sum(v) / len(v) for v in verdicts])
 
 
+def fresh_container_method(unpacked: bool) -> Callable[[Workload], Measurement]:
+    return lambda workload: _fresh_container_run(workload, unpacked)
+
+
+def _fresh_container_run(workload: Workload, unpacked: bool) -> Measurement:
+    """(e) the paper's layout in containers: a fresh container per solution (`apptainer exec` of
+    the image, same flags as our workers), inside it the paper's harness with a process per
+    assert. (e) execs the SIF, as one would; (e2) the directory our pool unpacks it to once."""
+    from sandbox.backends.apptainer import ApptainerBackend
+
+    backend = ApptainerBackend()
+    backend.prepare()
+    assert backend.apptainer and backend.rootfs and backend.image
+    here = Path(__file__).resolve().parent
+    image = backend.rootfs if unpacked else backend.image
+    argv = [backend.apptainer, "-s", "exec", *backend.container_flags(), "--bind", f"{here}:/opt/bench:ro", image,
+            "python3", "-I", "-c", "import sys; sys.path.insert(0, '/opt/bench'); import sandbox_throughput as b; b._harness_once()"]
+
+    def grade(problem: Any) -> list[bool]:
+        job = json.dumps(harness_job(workload, problem, "paper"))
+        out = subprocess.run(argv, input=job + "\n", capture_output=True, text=True, env=backend.judge_env(), timeout=600)
+        if out.returncode != 0 or not out.stdout.strip():
+            raise RuntimeError(f"apptainer exec failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    for problem in workload.problems[:1]:
+        grade(problem)
+    started = time.perf_counter()
+    verdicts = [grade(p) for p in workload.problems]
+    seconds = time.perf_counter() - started
+    return Measurement(len(verdicts), sum(map(len, verdicts)), seconds, [sum(v) / len(v) for v in verdicts], {"image": image})
+
+
+def overhead_method(workload: Workload) -> Measurement:
+    """(o) per-solution overhead of the apptainer pool over the process backend: the same
+    solution graded alone through a warm one-worker pool of each, interleaved; p50/p90 of the
+    difference in milliseconds (target: p50 < 5 ms)."""
+    from sandbox.pool import Job, Pool
+
+    pools = {name: Pool(name, workers=1) for name in ("process", "apptainer")}
+    times: dict[str, list[float]] = {name: [] for name in pools}
+    try:
+        for pool in pools.values():
+            pool.start()
+            list(pool.grade([Job(0, workload.problems[0], workload.code(workload.problems[0]), "per_test")]))
+        started = time.perf_counter()
+        for i, problem in enumerate(workload.problems):
+            best = {name: float("inf") for name in pools}
+            for rep in range(OVERHEAD_REPEATS):  # the fastest of a few: what the sandbox costs, not the noise
+                for name, pool in (list(pools.items()) if (i + rep) % 2 else list(pools.items())[::-1]):
+                    t0 = time.perf_counter()
+                    list(pool.grade([Job(i, problem, workload.code(problem), "per_test")]))
+                    best[name] = min(best[name], time.perf_counter() - t0)
+            for name in pools:
+                times[name].append(best[name])
+        seconds = time.perf_counter() - started
+    finally:
+        for pool in pools.values():
+            pool.close()
+    diffs = sorted((a - p) * 1000 for a, p in zip(times["apptainer"], times["process"]))
+    p50, p90 = diffs[len(diffs) // 2], diffs[int(len(diffs) * 0.9)]
+    return Measurement(2 * len(diffs) * OVERHEAD_REPEATS, 2 * workload.tests * OVERHEAD_REPEATS, seconds, None,
+                       {"overhead_ms_p50": round(p50, 2), "overhead_ms_p90": round(p90, 2), "target_p50_ms": 5.0, "pass": p50 < 5.0})
+
+
 def methods() -> list[Method]:
     """The methods measured, in order. (d) apptainer warm pool and (e) `apptainer exec` per
     solution go here."""
@@ -310,6 +390,10 @@ def methods() -> list[Method]:
         Method("c", "in-process, no isolation", in_process_method),
         Method("a*", "judge per_test, all CPUs", judge_method("per_test", workers=None), workers=lambda w: w.cpus),
         Method("f", "reference: plain fork per test", harness_method("fork"), default=False),
+        Method("d", "apptainer warm pool per_test", judge_method("per_test", backend="apptainer")),
+        Method("e", "paper in containers: exec SIF/solution", fresh_container_method(unpacked=False)),
+        Method("e2", "same, exec unpacked dir/solution", fresh_container_method(unpacked=True)),
+        Method("o", "overhead apptainer vs process (alone)", overhead_method),
     ]
 
 

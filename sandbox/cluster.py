@@ -76,6 +76,7 @@ ENDED_STATES = {
     "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
     "FINISHED", "INTERRUPTED",  # submitit's LocalExecutor
 }
+SCHEDULER_POLL_MAX_S = 30.0  # squeue/sacct at most this rarely (clusters dislike hot polling)
 ENDED_GRACE_S = 3.0  # an ended state must persist this long (a preempted job may be requeued)
 COMPLETED_GRACE_S = 15.0  # a job that completed without a result file: wait for slow file systems
 PROGRESS_EVERY_S = 1.0
@@ -379,7 +380,7 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     bases = sorted({j.split("_")[0] for j in ids})
     queue_ok = True
     try:
-        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=60, check=False)
         queue_ok = out.returncode == 0
         for line in out.stdout.splitlines() if queue_ok else []:
             job, _, state = line.strip().partition("|")
@@ -388,7 +389,7 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
         queue_ok = False
     accounted: dict[str, str] = {}
     try:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)], capture_output=True, text=True, timeout=60, check=False)
         for line in out.stdout.splitlines() if out.returncode == 0 else []:
             job, _, state = line.strip().partition("|")
             try:
@@ -422,6 +423,17 @@ def _local_alive(pid: str) -> bool:
     return b"submitit" in cmdline
 
 
+def _job_outcome(run: RunDir, job_id: str) -> str | None:
+    """"success" or "error" from a finished submitit job's result pickle; None without one."""
+    from submitit.core.utils import JobPaths
+
+    try:
+        with open(JobPaths(run.submitit / "%j", job_id=job_id, task_id=0).result_pickle, "rb") as f:
+            return str(pickle.load(f)[0])  # written by our own task in our own run directory
+    except Exception:  # noqa: BLE001 -- absent or unreadable
+        return None
+
+
 def _job_error(run: RunDir, job_id: str) -> str:
     """The last line of the error a submitit job recorded, if any."""
     from submitit.core.utils import JobPaths
@@ -429,7 +441,7 @@ def _job_error(run: RunDir, job_id: str) -> str:
     paths = JobPaths(run.submitit / "%j", job_id=job_id, task_id=0)
     try:
         with open(paths.result_pickle, "rb") as f:
-            outcome, value = pickle.load(f)  # noqa: S301 -- written by our own task in our own run directory
+            outcome, value = pickle.load(f)  # written by our own task in our own run directory
         if outcome == "error":
             lines = [line for line in str(value).strip().splitlines() if line.strip()]
             return lines[-1][:500] if lines else "error"
@@ -481,6 +493,8 @@ class _Driver:
         self.bar: Any = None
         self.submitted = 0
         self.resubmitted = 0
+        self.last_submit = time.time()
+        self.last_query = 0.0
 
     # -- messages
     def say(self, message: str, echo: bool = True) -> None:
@@ -507,7 +521,7 @@ class _Driver:
                 raise ClusterError("--executor slurm needs SLURM's sbatch, squeue and sacct on PATH (and SLURM_CONF if the cluster needs it); "
                                    "use --executor local on a machine without SLURM")
             ex = submitit.SlurmExecutor(folder=folder, python=shlex.quote(sys.executable))
-            params: dict[str, Any] = {"time": max(1, int(round(self.time_min))), "cpus_per_task": self.cpus, "job_name": self.job_name,
+            params: dict[str, Any] = {"time": max(1, round(self.time_min)), "cpus_per_task": self.cpus, "job_name": self.job_name,
                                       "use_srun": False, "setup": setup, "signal_delay_s": 30}
             if self.partition:
                 params["partition"] = self.partition
@@ -527,9 +541,9 @@ class _Driver:
         try:
             handles = ex.map_array(grade_shard, [str(self.run.root)] * len(shards), [s.index for s in shards],
                                    [self.fingerprint] * len(shards), [self.cpus] * len(shards))
-        except Exception as exc:  # noqa: BLE001 -- sbatch refused: say why, keep the finished shards
+        except Exception as exc:  # sbatch refused: say why, keep the finished shards
             raise ClusterError(f"submitting {len(shards)} shard(s) with the {self.executor_kind} executor failed: {exc}") from exc
-        now = time.time()
+        now = self.last_submit = time.time()
         for shard, handle in zip(shards, handles):
             shard.job_id, shard.handle, shard.ended_since = str(handle.job_id), handle, None
             shard.attempts += 1
@@ -559,8 +573,11 @@ class _Driver:
         out = {}
         for s in shards:
             if s.handle is not None:
-                out[s.index] = "RUNNING" if s.handle._process is not None and s.handle._process.poll() is None else (
-                    "FINISHED" if s.handle._process is not None and s.handle._process.returncode == 0 else "FAILED")
+                process = s.handle._process
+                if process is not None and process.poll() is None:
+                    out[s.index] = "RUNNING"
+                else:  # the controller exits 0 even when the task raised: ask its result pickle
+                    out[s.index] = "FAILED" if process is None or process.returncode != 0 or _job_outcome(self.run, s.job_id or "") != "success" else "FINISHED"
             else:  # re-attached after a driver restart: the controller process is not ours
                 out[s.index] = "RUNNING" if s.job_id and _local_alive(s.job_id) else "INTERRUPTED"
         return out
@@ -610,6 +627,11 @@ class _Driver:
                 latest[int(record["shard"])] = record
         unfinished = [s for s in self.shards if not s.finished]
         candidates = [s for s in unfinished if s.index in latest and latest[s.index].get("executor") == self.executor_kind]
+        switched = [str(latest[s.index]["job_id"]) for s in unfinished
+                    if s.index in latest and latest[s.index].get("executor") == "slurm" and self.executor_kind != "slurm"]
+        if switched and shutil.which("scancel"):  # the executor changed: stop the old jobs before grading their shards here
+            self.say(f"cancelling {len(switched)} SLURM job(s) of a previous driver: their shards are graded by the {self.executor_kind} executor now")
+            subprocess.run(["scancel", *switched], capture_output=True, timeout=60, check=False)
         for s in candidates:
             s.job_id = str(latest[s.index]["job_id"])
         states = self.states(candidates) if candidates else {}
@@ -662,10 +684,17 @@ class _Driver:
                 if not active and not queue:
                     break
                 now = time.time()
-                for shard, state in self.states(active).items() if active else ():
-                    s = self.shards[shard]
-                    if not self.check_finished(s):  # it may have finished since
-                        self.classify(s, state, now, queue)
+                # Result files are checked every poll; the scheduler less often as jobs age
+                # (every poll_s at first, then about a tenth of the time since the last submission,
+                # at most every SCHEDULER_POLL_MAX_S), so a failure is noticed quickly early on and
+                # long runs do not hammer squeue/sacct.
+                interval = min(SCHEDULER_POLL_MAX_S, max(self.poll_s, (now - self.last_submit) / 10))
+                if active and now - self.last_query >= interval * 0.99:
+                    self.last_query = now
+                    for shard, state in self.states(active).items():
+                        s = self.shards[shard]
+                        if not self.check_finished(s):  # it may have finished since
+                            self.classify(s, state, now, queue)
                 running = sum(1 for s in self.shards if s.job_id is not None and not s.finished)
                 take = min(len(queue), self.capacity(running))
                 if take:
@@ -676,8 +705,11 @@ class _Driver:
                     time.sleep(self.poll_s)
         except KeyboardInterrupt:
             running = [s.job_id for s in self.shards if s.job_id and not s.finished]
-            self.say(f"interrupted: {len(running)} job(s) keep running ({_ids_summary([j for j in running if j])}); "
-                     "rerun the same command to resume, or cancel them")
+            if self.executor_kind == "slurm":
+                self.say(f"interrupted: {len(running)} job(s) keep running ({_ids_summary([j for j in running if j])}); "
+                         "rerun the same command to resume (it follows them), or scancel them")
+            else:
+                self.say("interrupted; rerun the same command to resume (finished shards are kept)")
             raise
         finally:
             self.update_bar(0)
@@ -778,11 +810,11 @@ def _prepare(run: RunDir, table: dict[str, Problem], rows: list[tuple[int, Mappi
     return manifest, None
 
 
-def _fallback(record: dict[str, Any], table: dict[str, Problem], options: dict[str, Any], reason: str, attempts: int) -> GradeResult:
+def _fallback(index: int, numbered: tuple[int, Any], table: dict[str, Problem], options: dict[str, Any], reason: str, attempts: int) -> GradeResult:
     """The result of a row whose shard could not be graded: what needs no judge (invalid rows,
     no code) as local grading gives it, else sandbox_error with the reason."""
-    row = RowError(**record["row_error"]) if "row_error" in record else record["row"]
-    item = _job(record["index"], record["rowno"], row, table, options["granularity"], options["extract"])
+    rowno, row = numbered
+    item = _job(index, rowno, row, table, options["granularity"], options["extract"])
     if isinstance(item, GradeResult):
         return item
     return GradeResult.uniform(item.problem.task_id, len(item.problem.tests), Verdict.SANDBOX_ERROR, options["backend"], reason, attempts=attempts)
@@ -857,8 +889,8 @@ def grade_distributed(
                     results[index] = result
             else:
                 reason = f"shard {shard.index} was not graded: {shard.failed or 'unknown reason'}"
-                for record in _read_jsonl(run.input(shard.index)):
-                    results[record["index"]] = _fallback(record, table, options, reason, shard.attempts)
+                for i in _shard_indices(len(rows), len(driver.shards), shard.index):
+                    results[i] = _fallback(i, rows[i], table, options, reason, shard.attempts)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             raise ClusterError(f"{len(missing)} rows have no result (first: row index {missing[0]}); the run directory {run.root} is damaged: delete it")

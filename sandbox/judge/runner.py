@@ -14,6 +14,7 @@ runner, which loads the preamble and the solution and then serves the judge's re
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import math
 import os
@@ -237,6 +238,8 @@ class Runner:
         per_test = load["granularity"] == "per_test"
         if not per_test:
             self.function = self._entry_point()
+        else:
+            gc.freeze()  # forks share the loaded heap: keep the collector from touching (copying) it
         self.send({"loaded": True})
         while True:
             message = protocol.read_message(FD_IN)

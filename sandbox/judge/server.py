@@ -84,12 +84,24 @@ class PreparedProblem:
     error: str
 
 
-def prepare(problem: dict[str, Any]) -> PreparedProblem:
-    """Run the dataset's preamble and test setup here (trusted code) and compile each test from
-    one parse. Standard-library modules the tests name but nobody imported are imported: in the
-    reference harnesses tests share the solution's module, so MBPP's asserts use the `math` that
-    the solution imported."""
+def prepare_namespace(problem: dict[str, Any]) -> PreparedProblem:
+    """Run the dataset's preamble and test setup here (trusted code): the namespace the tests
+    run in, and the helper classes allowed across. The tests are compiled by `prepare_tests`,
+    which the judge runs while the runner loads the solution."""
     namespace = new_module("__judge_problem__")
+    error = ""
+    try:
+        exec(compile(problem.get("preamble", ""), "<preamble>", "exec"), namespace)
+        exec(compile(problem.get("test_setup", ""), "<test_setup>", "exec"), namespace)
+    except BaseException as exc:  # dataset code is trusted but may still be broken
+        error = f"the problem's preamble or test setup failed in the judge: {type(exc).__name__}: {exc}"[:500]
+    return PreparedProblem(namespace, codec.helper_classes(namespace), [], error)
+
+
+def prepare_tests(problem: dict[str, Any], namespace: dict[str, Any]) -> list[PreparedTest]:
+    """Compile each test from one parse and decide how it runs. Standard-library modules the
+    tests name but nobody imported are imported: in the reference harnesses tests share the
+    solution's module, so MBPP's asserts use the `math` that the solution imported."""
     candidate = problem.get("candidate", "candidate")
     entry_point = problem.get("entry_point", "")
     tests: list[PreparedTest] = []
@@ -112,23 +124,18 @@ def prepare(problem: dict[str, Any]) -> PreparedProblem:
             single = form.single_call and entry_point not in form.names  # a test naming the function calls it again
             tests.append(PreparedTest(source, code, form.trusted, single))
         forms.append(form)
-    error = ""
-    try:
-        exec(compile(problem.get("preamble", ""), "<preamble>", "exec"), namespace)
-        exec(compile(problem.get("test_setup", ""), "<test_setup>", "exec"), namespace)
-        for name in sorted(names - namespace.keys()):
-            if name in sys.stdlib_module_names and not hasattr(builtins, name):
-                namespace[name] = importlib.import_module(name)
-    except BaseException as exc:  # dataset code is trusted but may still be broken
-        error = f"the problem's preamble or test setup failed in the judge: {type(exc).__name__}: {exc}"[:500]
+    for name in sorted(names - namespace.keys()):
+        if name in sys.stdlib_module_names and not hasattr(builtins, name):
+            namespace[name] = importlib.import_module(name)
     # A single call's arguments can be computed ahead (and the calls sent as one batch) when
     # they only read names the preamble defined and no test reassigns.
     assigned = set().union(*(f.stores for f in forms if f is not None))
     for test, form in zip(tests, forms):
         if form is not None and form.call is not None and test.single_call:
-            known = all((n in namespace or hasattr(builtins, n)) and n not in assigned and n != candidate for n in form.call_names)
-            test.prefetchable = known
-    return PreparedProblem(namespace, codec.helper_classes(namespace), tests, error)
+            test.prefetchable = all(
+                (n in namespace or hasattr(builtins, n)) and n not in assigned and n != candidate for n in form.call_names
+            )
+    return tests
 
 
 class Zygote:
@@ -191,6 +198,11 @@ class Session:
 
     def start(self) -> dict[str, Any]:
         """Spawn and load a runner; returns its load answer ({"loaded": bool, ...})."""
+        self.spawn()
+        return self.loaded()
+
+    def spawn(self) -> None:
+        """Start a runner and send it the solution; it loads while we do other work."""
         to_runner_r, to_runner_w = os.pipe()
         from_runner_r, from_runner_w = os.pipe()
         stdout_fd = os.open(os.path.join(self.workdir, ".stdout"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -222,6 +234,9 @@ class Session:
                 "granularity": self.request.get("granularity", "per_test"),
             },
         )
+
+    def loaded(self) -> dict[str, Any]:
+        """Wait for the runner's load answer."""
         deadline = time.monotonic() + max(10.0, float(self.limits["wall_s"]) * 3)
         try:
             answer = self.reader.read(deadline, REPLY_LIMIT)
@@ -482,30 +497,30 @@ class Judge:
         self.zygote = Zygote(self.python)
         self.cache: OrderedDict[str, PreparedProblem] = OrderedDict()
 
-    def prepared(self, problem: dict[str, Any]) -> PreparedProblem:
-        key = hashlib.sha256(json.dumps(
-            [problem.get(k) for k in ("preamble", "test_setup", "candidate", "tests")], sort_keys=True
-        ).encode("utf-8", "surrogatepass")).hexdigest()
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
-        prepared = prepare(problem)
-        self.cache[key] = prepared
-        if len(self.cache) > 64:
-            self.cache.popitem(last=False)
-        return prepared
-
     def grade(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
         problem = request["problem"]
-        prepared = self.prepared(problem)
+        key = hashlib.sha256(json.dumps(
+            [problem.get(k) for k in ("preamble", "test_setup", "candidate", "entry_point", "tests")], sort_keys=True
+        ).encode("utf-8", "surrogatepass")).hexdigest()
+        prepared = self.cache.get(key)
+        if prepared is not None:
+            self.cache.move_to_end(key)
+        else:
+            prepared = prepare_namespace(problem)
         n = len(problem["tests"])
         if prepared.error:
             return self._uniform(request, n, "sandbox_error", prepared.error, started)
         session = Session(self, request, prepared)
         results: list[dict[str, Any]] = []
         try:
-            load = session.start()
+            session.spawn()  # the runner loads the solution while we compile the tests
+            if not prepared.tests and n:
+                prepared.tests = prepare_tests(problem, prepared.namespace)
+                self.cache[key] = prepared
+                if len(self.cache) > 64:
+                    self.cache.popitem(last=False)
+            load = session.loaded()
             if not load.get("loaded"):
                 return self._uniform(request, n, load["verdict"], load.get("detail", ""), started, session)
             deadline = started + float(problem["limits"]["solution_s"])

@@ -113,7 +113,7 @@ def slurm(submitit_installed) -> str:
     if not shutil.which("sinfo"):
         missing("sinfo is not on PATH (slurm-client is not installed)")
     try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
     except subprocess.TimeoutExpired:
         missing(f"sinfo does not respond within 30 s (SLURM_CONF={conf})")
     states = proc.stdout.split()
@@ -277,7 +277,7 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
     while len(cancelled) < 2 and time.monotonic() < deadline and driver.is_alive():
         jobs = {s["shard"]: s["job_id"] for s in run.submissions()}
         started = {e["shard"] for e in run.ledger_events() if e["event"] == "start"}
-        queue = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30).stdout
+        queue = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30, check=False).stdout
         states = dict(line.split("|") for line in queue.split())
         for shard, job in jobs.items():
             state = states.get(job)
@@ -409,7 +409,7 @@ def test_local_executor_through_the_cli(submitit_installed, reference, tmp_path)
     output = tmp_path / "graded.jsonl"
     proc = cli("grade", "-p", str(problems), "-c", str(completions), "-o", str(output), "--backend", "process",
                "--executor", "local", "--jobs", "3", "--cpus-per-job", "1", "--no-progress")
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert summary(read_output(output)) == summary(reference[:n])
     run = run_dir(Path(f"{output}.shards"))

@@ -129,6 +129,15 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
         client.grade(None, rows)
         health = client.health()[0]
         assert health["graded"] == 6 and health["judged"] == 5 and health["requests"] == 1 and health["pending"] == 0
+        slow = threading.Thread(target=lambda: client.grade({SLOW.task_id: SLOW}, [slow_row(1.0)] * 3))
+        slow.start()
+        deadline = time.monotonic() + 20
+        while (health := client.health()[0])["pending"] != 3:
+            assert time.monotonic() < deadline, f"3 pending completions never showed: {health}"
+            time.sleep(0.02)
+        slow.join(30)
+        health = client.health()[0]
+        assert health["pending"] == 0 and health["graded"] == 9 and health["judged"] == 8 and health["requests"] == 2
         assert httpx.post(f"{server.url}/grade", content=b"{not json", timeout=10).status_code == 400
         assert httpx.get(f"{server.url}/nothing-here", timeout=10).status_code == 404
     finally:
@@ -234,17 +243,26 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     from sandbox.client import SandboxAuthError, SandboxClient
     from sandbox.server import check_binding, create_app, is_loopback, serve
 
-    # Refusal happens before any socket is bound; nothing listens on a non-loopback address.
+    # Nothing here can listen on a non-loopback interface even if the refusal were broken: the
+    # CLI gets addresses this machine cannot bind (TEST-NET-1, an unresolvable name), and the
+    # in-process wildcard binds would hit a bind_socket that fails the test.
     env = {k: v for k, v in os.environ.items() if k != "SANDBOX_TOKEN"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for host in ("0.0.0.0", "::", "192.0.2.1", "example.org"):
+    for host in ("192.0.2.1", "no-such-host.invalid"):
         run = subprocess.run([sys.executable, "-m", "sandbox.cli", "serve", "--host", host, "--backend", "process"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
         assert run.returncode != 0 and "without a token" in run.stderr, (host, run.returncode, run.stderr[-500:])
+
+    def no_bind(host: str, port: int) -> None:
+        raise AssertionError(f"the server tried to bind {host}:{port} without a token")
+
+    monkeypatch.setattr("sandbox.server.bind_socket", no_bind)
+    for host in ("0.0.0.0", "::", "192.0.2.1", "example.org", "10.0.0.1"):
         with pytest.raises(ValueError, match="without a token"):
             check_binding(host, None)
-    with pytest.raises(ValueError, match="without a token"):
-        serve(host="0.0.0.0", backend="process")
+        with pytest.raises(ValueError, match="without a token"):
+            serve(host=host, backend="process")
+    monkeypatch.undo()
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.5.5.5")
     check_binding("0.0.0.0", "a-token")  # allowed with a token
 
@@ -312,6 +330,14 @@ def judge_pids_of(pid: int) -> set[int]:
     return children
 
 
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_killed_server_fails_over_to_another(problems, fast_rows, expected, tmp_path) -> None:
     """Two `sandbox serve` processes (token in the address file); one is SIGKILLed while a
     client batch is in flight on it; the client finishes on the other, results unchanged."""
@@ -360,8 +386,7 @@ def test_killed_server_fails_over_to_another(problems, fast_rows, expected, tmp_
         survivor_health = client.health()
         assert survivor_health[0]["ok"] is False and survivor_health[1]["ok"] is True
         deadline = time.monotonic() + 10  # the dead server's judges die with it (PDEATHSIG)
-        while any(Path(f"/proc/{pid}").exists() and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
-                  for pid in judges if Path(f"/proc/{pid}/stat").exists()):
+        while any(running(pid) for pid in judges):
             assert time.monotonic() < deadline, f"judges of the killed server survive: {judges}"
             time.sleep(0.1)
     finally:
@@ -448,12 +473,46 @@ def test_serve_as_slurm_job(problems, fast_rows, expected, tmp_path) -> None:
         if job_id:
             subprocess.run(["scancel", job_id], env=env, capture_output=True, timeout=30, check=False)
     deadline = time.monotonic() + 60
+    while address.exists():  # a clean stop removes the address file
+        assert time.monotonic() < deadline, "the address file survived scancel"
+        time.sleep(0.1)
     while True:
         squeue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False)
         if not squeue.stdout.strip():
             break
         assert time.monotonic() < deadline, f"job {job_id} still listed after scancel: {squeue.stdout}"
         time.sleep(0.5)
+
+
+def test_serve_sbatch_template(problems, fast_rows, expected, tmp_path) -> None:
+    """slurm/templates/serve.sbatch by hand: it listens (on loopback here), serves a client,
+    and a scancel stops it cleanly (its address file goes away)."""
+    from sandbox.client import SandboxClient
+
+    env = slurm_environment()
+    env.update({"SANDBOX_HOST": "127.0.0.1", "QRPO_PYTHON": sys.executable, "SANDBOX_TOKEN": "template-token"})
+    address = tmp_path / "template.addr"
+    run = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", "--time=10", f"--output={tmp_path}/serve-%j.out",
+                          str(REPO / "slurm" / "templates" / "serve.sbatch"), str(address), str(PROBLEMS), "process"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    job_id = run.stdout.strip().split(";")[0]
+    try:
+        deadline = time.monotonic() + 150
+        while not address.exists():
+            log = next(tmp_path.glob("serve-*.out"), None)
+            assert time.monotonic() < deadline, f"no address file; job log: {log.read_text()[-2000:] if log else '-'}"
+            time.sleep(0.25)
+        assert stat.S_IMODE(address.stat().st_mode) == 0o600 and address.read_text().splitlines()[1] == "template-token"
+        client = SandboxClient(address, batch_size=10)
+        assert client.health()[0]["auth"] is True
+        assert_same(client.grade(None, fast_rows), expected[:len(fast_rows)], exact=True)
+    finally:
+        subprocess.run(["scancel", job_id], env=env, capture_output=True, timeout=30, check=False)
+    deadline = time.monotonic() + 30
+    while address.exists():  # SIGTERM: uvicorn stops, the judges stop, the file is removed
+        assert time.monotonic() < deadline, "the address file survived scancel"
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------------------------
