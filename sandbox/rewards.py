@@ -195,7 +195,7 @@ class SandboxReward:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{where}: not a JSON object ({exc.msg})") from None
             if not isinstance(value, Mapping):
-                raise ValueError(f"{where}: expected a Problem dict, got {type(value).__name__}")
+                raise TypeError(f"{where}: expected a Problem dict, got {type(value).__name__}")
             loaded = load_problems([dict(value)])
             if not loaded.problems:
                 raise ValueError(f"{where}: not a usable problem: {loaded.errors[0] if loaded.errors else 'unknown format'}")

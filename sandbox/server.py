@@ -383,15 +383,16 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         raw = await request.body()
         try:
             payload = json.loads(raw)
-            table, rows, granularity, extract = parse_grade_request(payload, state.problems)
-        except json.JSONDecodeError as exc:
-            return JSONResponse({"error": f"the body is not valid JSON ({exc.msg} at position {exc.pos})"}, status_code=400)
-        except RequestError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": f"the body is not valid JSON ({exc})"}, status_code=400)
+        completions = payload.get("completions") if isinstance(payload, dict) else None
+        if not isinstance(completions, list):
+            return JSONResponse({"error": "the body must be a JSON object whose 'completions' is a list of rows "
+                                          "{'task_id', 'code' | 'completion'} (or of strings, with 'task_ids')"}, status_code=400)
         offset = payload.get("row_offset", 0)
         if not isinstance(offset, int) or offset < 0:
             return JSONResponse({"error": f"'row_offset' must be a non-negative integer, got {offset!r}"}, status_code=400)
-        n = len(rows)
+        n = len(completions)
         if n == 0:
             return JSONResponse({"results": []})
         if n > state.max_pending:
@@ -403,11 +404,17 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
             return JSONResponse({"error": f"busy: {state.pending} completions pending (max {state.max_pending}); retry later",
                                  "pending": state.pending, "max_pending": state.max_pending},
                                 status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+        def work() -> list[GradeResult]:  # in a thread: loading inline problems and grading both block
+            table, rows, granularity, extract = parse_grade_request(payload, state.problems)
+            return grade(table, rows, pool=state.dispatcher, granularity=granularity, extract=extract)
+
         results: list[GradeResult] = []
         try:
-            results = await anyio.to_thread.run_sync(
-                lambda: grade(table, rows, pool=state.dispatcher, granularity=granularity, extract=extract), limiter=state.limiter)
-        except Exception as exc:  # noqa: BLE001 -- an infrastructure failure: the client may retry elsewhere
+            results = await anyio.to_thread.run_sync(work, limiter=state.limiter)
+        except RequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except Exception as exc:
             log.exception("grading a request failed")
             return JSONResponse({"error": f"grading failed: {exc!r}"}, status_code=500)
         finally:
@@ -686,9 +693,9 @@ def wait_for_address(job: Any, address_file: str | os.PathLike[str], timeout: fl
 
 
 __all__ = [
+    "DEFAULT_MAX_PENDING",
     "BackgroundServer",
     "Dispatcher",
-    "DEFAULT_MAX_PENDING",
     "RequestError",
     "check_binding",
     "create_app",

@@ -550,14 +550,18 @@ class Judge:
             "info": {"containment": session.containment if session else ""},
         }
 
-    def _ensure_runner(self, session: Session) -> tuple[str, str] | None:
-        """After a timeout or crash killed the runner, load a fresh one for the remaining tests."""
+    @staticmethod
+    def _blocked(session: Session, deadline: float) -> dict[str, Any] | None:
+        """The result of a test that cannot run: the solution's overall deadline passed, or the
+        runner (killed after a timeout or crash) cannot be loaded again. Else a runner is ready."""
+        if time.monotonic() > deadline:
+            return {"verdict": "timeout", "time_s": 0.0, "detail": "the solution's overall deadline passed", "trusted": True}
         if session.alive:
             return None
         load = session.start()
         if load.get("loaded"):
             return None
-        return load["verdict"], load.get("detail", "")
+        return {"verdict": load["verdict"], "time_s": 0.0, "detail": load.get("detail", ""), "trusted": True}
 
     def _function(self, session: Session, prepared: PreparedProblem, deadline: float) -> list[dict[str, Any]]:
         problem = session.problem
@@ -574,13 +578,10 @@ class Judge:
         batched = 0  # answers of a sent batch still to read (per_solution)
         for index, test in enumerate(prepared.tests):
             t0 = time.monotonic()
-            if t0 > deadline:
-                results.append({"verdict": "timeout", "time_s": 0.0, "detail": "the solution's overall deadline passed", "trusted": True})
-                continue
-            failed_start = self._ensure_runner(session)
-            if failed_start:
+            blocked = self._blocked(session, deadline)
+            if blocked:
                 batched = 0
-                results.append({"verdict": failed_start[0], "time_s": 0.0, "detail": failed_start[1], "trusted": True})
+                results.append(blocked)
                 continue
             if not batched and test.prefetchable:
                 batched = self._send_batch(session, prepared.tests[index:], namespace, tests)
@@ -633,26 +634,23 @@ class Judge:
         results = []
         for test in session.problem["tests"]:
             t0 = time.monotonic()
-            if t0 > deadline:
-                results.append({"verdict": "timeout", "time_s": 0.0, "detail": "the solution's overall deadline passed", "trusted": True})
+            blocked = self._blocked(session, deadline)
+            if blocked:
+                results.append(blocked)
                 continue
-            failed_start = self._ensure_runner(session)
-            if failed_start:
-                verdict, detail = failed_start
-            else:
-                session.send({"op": "stdio", "stdin": test.get("stdin", "")})
-                try:
-                    answer = session.receive(float(session.limits["wall_s"]))
-                    status = answer.get("exited") or {}
-                    if status.get("code") == 0 and "signal" not in status:
-                        ok = _stdout_matches(str(answer.get("stdout", "")), test.get("stdout", ""))
-                        verdict, detail = ("passed", "") if ok else ("wrong_answer", "output differs")
-                    elif status.get("code") == 137:
-                        verdict, detail = "memory", "MemoryError"
-                    else:
-                        verdict, detail = _exit_verdict(status)
-                except SolutionFailure as failure:
-                    verdict, detail = failure.verdict, failure.detail
+            session.send({"op": "stdio", "stdin": test.get("stdin", "")})
+            try:
+                answer = session.receive(float(session.limits["wall_s"]))
+                status = answer.get("exited") or {}
+                if status.get("code") == 0 and "signal" not in status:
+                    ok = _stdout_matches(str(answer.get("stdout", "")), test.get("stdout", ""))
+                    verdict, detail = ("passed", "") if ok else ("wrong_answer", "output differs")
+                elif status.get("code") == 137:
+                    verdict, detail = "memory", "MemoryError"
+                else:
+                    verdict, detail = _exit_verdict(status)
+            except SolutionFailure as failure:
+                verdict, detail = failure.verdict, failure.detail
             results.append({"verdict": verdict, "time_s": time.monotonic() - t0, "detail": detail, "trusted": True})
         return results
 

@@ -139,6 +139,10 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
         health = client.health()[0]
         assert health["pending"] == 0 and health["graded"] == 9 and health["judged"] == 8 and health["requests"] == 2
         assert httpx.post(f"{server.url}/grade", content=b"{not json", timeout=10).status_code == 400
+        bad_problem = httpx.post(f"{server.url}/grade", timeout=10,
+                                 json={"problems": [{"task_id": "x", "tests": "nope"}], "completions": [{"task_id": "x", "code": "1"}]})
+        assert bad_problem.status_code == 400 and "could not be loaded" in bad_problem.json()["error"]
+        assert client.health()[0]["pending"] == 0
         assert httpx.get(f"{server.url}/nothing-here", timeout=10).status_code == 404
     finally:
         server.stop()
