@@ -288,8 +288,7 @@ class SandboxClient:
 
     def _rows(self, problems_or_task_ids: Any, completions: Iterable[Any]) -> tuple[list[Any], dict[str, Problem]]:
         completions = list(completions)
-        if isinstance(problems_or_task_ids, (list, tuple)) and all(isinstance(t, str) for t in problems_or_task_ids) \
-                and problems_or_task_ids and not any(isinstance(t, Problem) for t in problems_or_task_ids):
+        if isinstance(problems_or_task_ids, (list, tuple)) and problems_or_task_ids and all(isinstance(t, str) for t in problems_or_task_ids):
             task_ids = list(problems_or_task_ids)
             if len(task_ids) != len(completions):
                 raise ValueError(f"{len(task_ids)} task_ids for {len(completions)} completions; give one task_id per completion")

@@ -76,7 +76,8 @@ ENDED_STATES = {
     "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
     "FINISHED", "INTERRUPTED",  # submitit's LocalExecutor
 }
-SCHEDULER_POLL_MAX_S = 30.0  # squeue/sacct at most this rarely (clusters dislike hot polling)
+SCHEDULER_POLL_MIN_S = 1.0  # squeue/sacct at most this often
+SCHEDULER_POLL_MAX_S = 30.0  # ... and at least this often (clusters dislike hot polling)
 ENDED_GRACE_S = 3.0  # an ended state must persist this long (a preempted job may be requeued)
 COMPLETED_GRACE_S = 15.0  # a job that completed without a result file: wait for slow file systems
 PROGRESS_EVERY_S = 1.0
@@ -520,7 +521,11 @@ class _Driver:
             if not shutil.which("sbatch"):
                 raise ClusterError("--executor slurm needs SLURM's sbatch, squeue and sacct on PATH (and SLURM_CONF if the cluster needs it); "
                                    "use --executor local on a machine without SLURM")
-            ex = submitit.SlurmExecutor(folder=folder, python=shlex.quote(sys.executable))
+            # `exec`: the interpreter replaces the batch shell. Otherwise, with use_srun=False, a
+            # scancel or time limit kills the shell with SIGTERM, submitit's python ignores SIGTERM,
+            # is orphaned, and (with proctrack/linuxproc) escapes the SIGKILL: a cancelled task
+            # would go on grading outside SLURM's accounting.
+            ex = submitit.SlurmExecutor(folder=folder, python="exec " + shlex.quote(sys.executable))
             params: dict[str, Any] = {"time": max(1, round(self.time_min)), "cpus_per_task": self.cpus, "job_name": self.job_name,
                                       "use_srun": False, "setup": setup, "signal_delay_s": 30}
             if self.partition:
@@ -685,10 +690,10 @@ class _Driver:
                     break
                 now = time.time()
                 # Result files are checked every poll; the scheduler less often as jobs age
-                # (every poll_s at first, then about a tenth of the time since the last submission,
+                # (every second at first, then about a tenth of the time since the last submission,
                 # at most every SCHEDULER_POLL_MAX_S), so a failure is noticed quickly early on and
                 # long runs do not hammer squeue/sacct.
-                interval = min(SCHEDULER_POLL_MAX_S, max(self.poll_s, (now - self.last_submit) / 10))
+                interval = min(SCHEDULER_POLL_MAX_S, max(SCHEDULER_POLL_MIN_S, self.poll_s, (now - self.last_submit) / 10))
                 if active and now - self.last_query >= interval * 0.99:
                     self.last_query = now
                     for shard, state in self.states(active).items():
@@ -837,7 +842,7 @@ def grade_distributed(
     granularity: Granularity = "per_test",
     extract: str = "first",
     limits: Limits | None = None,
-    poll_s: float = 1.0,
+    poll_s: float = 0.5,
     lost_after_s: float = 60.0,
     slurm_parameters: Mapping[str, Any] | None = None,
 ) -> list[GradeResult]:
@@ -852,7 +857,8 @@ def grade_distributed(
     go to sbatch. Shards whose job fails, times out, is preempted, cancelled or vanishes are
     resubmitted up to `max_retries` times; after that their rows come back as `sandbox_error`
     results naming the reason (rerun to retry them). `lost_after_s`: how long a job may be
-    absent from both squeue and sacct before it counts as lost.
+    absent from both squeue and sacct before it counts as lost. `poll_s`: how often result
+    files are checked (the scheduler is asked every second at first, backing off to every 30 s).
     """
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")

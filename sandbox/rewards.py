@@ -24,6 +24,10 @@ A row whose problem cannot be found raises ValueError (a misconfigured dataset s
 training, not quietly teach the model nothing). A completion the sandbox failed to grade
 (`sandbox_error`, an infrastructure failure, never the solution's fault) gets None, which TRL
 treats as "no reward from this function" (pass `sandbox_error_reward=0.0` to score it 0).
+
+With a local pool, every training process (accelerate/torchrun rank) starts its own judges:
+pass `workers=` (the CPUs each rank may use), or run one `sandbox serve` and give every rank a
+client. The full results of the last call are in `reward.last_results`.
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def test_rerun_with_other_inputs_refuses_the_run_directory(slurm_run):
 def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
     from sandbox.cluster import grade_distributed
 
-    n = 1000
+    n = 1200  # 300 rows a shard: a task cancelled when it starts cannot finish in SLURM's kill window
     workdir = tmp_path / "run"
     run = run_dir(workdir)
     box: dict = {}

@@ -215,7 +215,9 @@ def test_backpressure_503_then_retries_complete(pool, problems, fast_rows, expec
         holder.join(30)
 
         # 8 clients against 2 pending slots: many 503s, and retries still finish everything.
-        rows = fast_rows + [slow_row(0.0), slow_row(0.0, wrong=True)]
+        every = fast_rows + [slow_row(0.0), slow_row(0.0, wrong=True)]
+        picked = list(range(0, len(every), 2)) + [len(every) - 1]  # every other row (one bad), both slow ones
+        rows = [every[i] for i in picked]
         clients = [SandboxClient(server.url, batch_size=4, retries=200, backoff=0.02, max_backoff=0.3) for _ in range(8)]
         outcomes: dict[int, object] = {}
 
@@ -235,7 +237,7 @@ def test_backpressure_503_then_retries_complete(pool, problems, fast_rows, expec
         server.stop()
     for k in range(8):
         assert not isinstance(outcomes.get(k), BaseException) and k in outcomes, f"client {k}: {outcomes.get(k)!r}"
-        assert_same(outcomes[k], expected)
+        assert_same(outcomes[k], [expected[i] for i in picked])
     assert sum(c.stats["busy"] for c in clients) > 0 and health["rejected"] > 1
     assert sum(c.stats["splits"] for c in clients) > 0
     assert health["pending"] == 0
