@@ -47,10 +47,12 @@ import os
 import pickle
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -295,15 +297,37 @@ def task_workers(cpus: int | None) -> int:
     return max(1, cpus or default_workers())
 
 
+class ShardInterrupted(RuntimeError):
+    """SIGTERM reached an array task: its job is being cancelled, preempted or timed out."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Stop grading at SIGTERM. submitit's wrapper ignores SIGTERM (it waits for USR2 to
+    checkpoint), so a cancelled task would go on grading until SLURM's SIGKILL (KillWait later,
+    often 30 s on clusters) and might even write a result nobody expects any more. SLURM only
+    sends SIGTERM to a job it is ending; the shard is left unfinished and the driver resubmits
+    it. Only around the grading itself: a result that is being written is not torn."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise ShardInterrupted("SIGTERM: the job is being cancelled, preempted or timed out; the shard is left unfinished")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def grade_shard(run_dir: str, shard: int, fingerprint: str, cpus: int | None = None) -> dict[str, Any]:
     """Grade one shard of a run directory and write its result file atomically.
 
     The function submitit runs in each array task (also usable by hand, see
     slurm/templates/grade.sbatch). Idempotent: a shard whose result file is complete is skipped.
     Returns a small summary (also recorded in ledger.jsonl)."""
-    from .backends import get_backend
-    from .pool import Pool
-
     run = RunDir(Path(run_dir))
     manifest = run.read_manifest()
     if manifest is None or manifest.get("fingerprint") != fingerprint:
@@ -311,12 +335,41 @@ def grade_shard(run_dir: str, shard: int, fingerprint: str, cpus: int | None = N
     rows_expected = manifest["shard_rows"][shard]
     job_id = _task_job_id()
     event = {"shard": shard, "job_id": job_id, "host": socket.gethostname(), "pid": os.getpid()}
-    if run.finished(shard, rows_expected, fingerprint):
-        _append_line(run.ledger, {**event, "event": "skip", "time": time.time(), "reason": "already finished"})
-        return {**event, "skipped": True, "rows": 0}
+    with _claim(run, shard, event):
+        if run.finished(shard, rows_expected, fingerprint):
+            _append_line(run.ledger, {**event, "event": "skip", "time": time.time(), "reason": "already finished"})
+            return {**event, "skipped": True, "rows": 0}
+        return _grade_claimed_shard(run, manifest, shard, fingerprint, cpus, event)
+
+
+@contextlib.contextmanager
+def _claim(run: RunDir, shard: int, event: dict[str, Any]) -> Iterator[None]:
+    """Hold the shard's lock file while grading it. A second task for the same shard (a job a
+    killed driver started but never recorded, then submitted again) waits for the first and
+    then finds the shard finished. The lock dies with its process. Where the file system has no
+    locks (ENOLCK), grading goes on unclaimed."""
+    fd = os.open(run.shards / f"lock-{shard:05d}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _append_line(run.ledger, {**event, "event": "wait", "time": time.time(), "reason": "another task holds the shard"})
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fingerprint: str, cpus: int | None,
+                         event: dict[str, Any]) -> dict[str, Any]:
+    from .backends import get_backend
+    from .pool import Pool
+
+    rows_expected = manifest["shard_rows"][shard]
+    job_id = event["job_id"]
     options = manifest["options"]
-    started = time.time()
-    _append_line(run.ledger, {**event, "event": "start", "time": started})
     table = {p.task_id: p for p in (Problem.from_dict(d) for d in _read_jsonl(run.problems))}
     records = list(_read_jsonl(run.input(shard)))
     if len(records) != rows_expected:
@@ -335,15 +388,21 @@ def grade_shard(run_dir: str, shard: int, fingerprint: str, cpus: int | None = N
     results: list[tuple[int, GradeResult]] = []
     last_progress = 0.0
     pool = Pool(backend, workers=max(1, min(workers, len(jobs)))) if jobs else None
+    started = time.time()
     try:
-        graded = pool.grade(iter(jobs), total=len(jobs)) if pool else iter(())
-        for record in records:
-            index = record["index"]
-            results.append((index, ready.pop(index) if index in ready else next(graded)))
-            now = time.monotonic()
-            if now - last_progress >= PROGRESS_EVERY_S:
-                last_progress = now
-                _write_atomic(run.progress(shard), [str(len(results))], fsync=False)
+        with _stop_on_sigterm():
+            _append_line(run.ledger, {**event, "event": "start", "time": started})
+            graded = pool.grade(iter(jobs), total=len(jobs)) if pool else iter(())
+            for record in records:
+                index = record["index"]
+                results.append((index, ready.pop(index) if index in ready else next(graded)))
+                now = time.monotonic()
+                if now - last_progress >= PROGRESS_EVERY_S:
+                    last_progress = now
+                    _write_atomic(run.progress(shard), [str(len(results))], fsync=False)
+    except ShardInterrupted as exc:
+        _append_line(run.ledger, {**event, "event": "interrupted", "time": time.time(), "rows": len(results), "reason": str(exc)})
+        raise
     finally:
         if pool is not None:
             pool.close()

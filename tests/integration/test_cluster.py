@@ -140,7 +140,20 @@ def slurm_run(slurm, tmp_path_factory):
     started = time.monotonic()
     results = grade_distributed(PROBLEMS, ROWS, output, executor="slurm", jobs=8, cpus_per_job=1, backend="process",
                                 workdir=workdir, time_min=10, progress=False)
-    return results, output, workdir, time.monotonic() - started
+    seconds = time.monotonic() - started
+    # The driver returns once every result file is there; the last tasks may still be exiting.
+    wait_for_accounting([s["job_id"] for s in run_dir(workdir).submissions()])
+    return results, output, workdir, seconds
+
+
+def wait_for_accounting(job_ids: list[str], timeout: float = 60) -> dict[str, str]:
+    """sacct states once no job is pending, running or completing any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = sacct_states(job_ids)
+        if all(states.get(j) not in (None, "PENDING", "RUNNING", "COMPLETING") for j in job_ids) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def run_dir(path: Path):
@@ -223,7 +236,7 @@ def test_rerun_skips_finished_shards(slurm_run, reference):
     results_before = file_ids(sorted(run.shards.glob("result-*.jsonl")))
     name = run.job_name(run.read_manifest()["fingerprint"])
     jobs_before = sacct_job_count(name)
-    assert jobs_before >= 1
+    assert jobs_before == 8, f"sacct lists {jobs_before} jobs named {name}"
     submissions_before = len(run.submissions())
     output.unlink()
     started = time.monotonic()
@@ -233,7 +246,7 @@ def test_rerun_skips_finished_shards(slurm_run, reference):
     assert summary(results) == summary(reference)
     assert summary(read_output(output)) == summary(reference)
     assert len(run.submissions()) == submissions_before  # the driver submitted nothing
-    assert sacct_job_count(name) == jobs_before  # and SLURM saw no new job
+    assert sacct_job_count(name) == jobs_before, "SLURM saw a new job"
     assert file_ids(sorted(run.shards.glob("result-*.jsonl"))) == results_before
     assert "nothing to grade" in run.driver_log.read_text()
 
@@ -304,7 +317,10 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
         assert attempts[0]["job_id"] == job and attempts[1]["job_id"] != job
         assert run.result_header(shard)["job_id"] == attempts[1]["job_id"]  # graded by the resubmitted job
         assert f"shard {shard}: job {job}" in run.driver_log.read_text()
-    assert sacct_states([j for _, j in cancelled.values()]).get(next(j for s, j in cancelled.values() if s == "RUNNING")) == "CANCELLED"
+    running_job = next(j for s, j in cancelled.values() if s == "RUNNING")
+    assert sacct_states([running_job]).get(running_job) == "CANCELLED"
+    # the task stopped at SLURM's SIGTERM instead of grading on until the SIGKILL
+    assert [e["event"] for e in run.ledger_events() if e["job_id"] == running_job] == ["start", "interrupted"]
     done = Counter(e["shard"] for e in run.ledger_events() if e["event"] == "done")
     assert done == Counter(range(4))  # every shard written exactly once
     assert sum(e["rows"] for e in run.ledger_events() if e["event"] == "done") == n
@@ -359,12 +375,21 @@ def test_shard_that_keeps_failing_becomes_sandbox_errors_then_a_rerun_grades_it(
 # (4) the driver is SIGKILLed mid-run; a restart finishes without regrading anything
 
 
-def test_killed_driver_resumes_without_regrading(slurm, reference, tmp_path):
-    problems, completions = write_inputs(tmp_path, ROWS)
+@pytest.mark.parametrize("executor", ["slurm", "local"])
+def test_killed_driver_resumes_without_regrading(executor, submitit_installed, reference, tmp_path, request):
+    """SIGKILL the driver (a CLI process) once some shards are finished, restart it: it finishes
+    without rewriting a finished shard and without grading any shard twice. With SLURM the restart
+    follows the jobs the first driver left running; the LocalExecutor's driver submits in waves
+    (CPUs / cpus-per-job at once), so the first one may die between starting a job and recording
+    it: the shard's lock makes the duplicate wait and then skip."""
+    n = N if executor == "slurm" else 1200
+    if executor == "slurm":
+        request.getfixturevalue("slurm")
+    problems, completions = write_inputs(tmp_path, ROWS[:n])
     output, workdir = tmp_path / "graded.jsonl", tmp_path / "run"
     run = run_dir(workdir)
     args = ["grade", "-p", str(problems), "-c", str(completions), "-o", str(output), "--backend", "process",
-            "--executor", "slurm", "--jobs", "8", "--cpus-per-job", "1", "--time", "10", "--workdir", str(workdir), "--no-progress"]
+            "--executor", executor, "--jobs", "8", "--cpus-per-job", "1", "--time", "10", "--workdir", str(workdir), "--no-progress"]
     first = cli(*args)
     deadline = time.monotonic() + 180
     finished: list[Path] = []
@@ -380,22 +405,25 @@ def test_killed_driver_resumes_without_regrading(slurm, reference, tmp_path):
     assert 2 <= len(finished) < 8, f"{len(finished)} shards finished when the driver was killed"
     before = file_ids(finished)
     submitted_by_first = run.submissions()
-    assert len(submitted_by_first) == 8
 
     second = cli(*args)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-3000:]
-    assert f"wrote {output} ({N} rows)" in out
-    assert summary(read_output(output)) == summary(reference)
+    assert f"wrote {output} ({n} rows)" in out
+    assert summary(read_output(output)) == summary(reference[:n])
     after = file_ids(sorted(run.shards.glob("result-*.jsonl")))
     assert len(after) == 8
     assert {name: after[name] for name in before} == before  # finished shards were not rewritten
     events = run.ledger_events()
     assert Counter(e["shard"] for e in events if e["event"] == "start") == Counter(range(8))  # nobody graded a shard twice
     assert Counter(e["shard"] for e in events if e["event"] == "done") == Counter(range(8))
-    assert sum(e["rows"] for e in events if e["event"] == "done") == N
-    assert run.submissions() == submitted_by_first  # the restart re-attached to the running jobs, submitted nothing
-    if len(finished) < 8:
+    assert sum(e["rows"] for e in events if e["event"] == "done") == n
+    finished_shards = {int(p.name.split("-")[1].split(".")[0]) for p in finished}
+    resubmitted = [s for s in run.submissions()[len(submitted_by_first):] if s["shard"] in finished_shards]
+    assert not resubmitted, f"the restart submitted finished shards again: {resubmitted}"
+    if executor == "slurm":
+        assert len(submitted_by_first) == 8
+        assert run.submissions() == submitted_by_first  # the restart re-attached to the running jobs, submitted nothing
         assert "re-attached to" in run.driver_log.read_text()
 
 
@@ -416,6 +444,32 @@ def test_local_executor_through_the_cli(submitit_installed, reference, tmp_path)
     assert run.read_manifest()["shards"] == 3
     assert {s["executor"] for s in run.submissions()} == {"local"} and len(run.submissions()) == 3
     assert Counter(e["shard"] for e in run.ledger_events() if e["event"] == "done") == Counter(range(3))
+
+
+def test_two_tasks_for_one_shard_grade_it_once(submitit_installed, tmp_path):
+    """Two array tasks for the same shard at once (a killed driver's unrecorded job and its
+    resubmission): the shard's lock lets one grade, the other waits and then skips."""
+    from sandbox.cluster import grade_distributed
+
+    n, workdir = 400, tmp_path / "run"
+    grade_distributed(PROBLEMS, ROWS[:n], None, executor="local", jobs=1, backend="process", workdir=workdir, progress=False)
+    run = run_dir(workdir)
+    run.result(0).unlink()
+    events_before = len(run.ledger_events())
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    code = ("import sys; from sandbox.cluster import grade_shard; "
+            "print(grade_shard(sys.argv[1], 0, sys.argv[2], 1)['skipped'])")
+    fingerprint = run.read_manifest()["fingerprint"]
+    tasks = [subprocess.Popen([sys.executable, "-c", code, str(workdir), fingerprint], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = sorted(t.communicate(timeout=120)[0].strip() for t in tasks)
+    assert [t.returncode for t in tasks] == [0, 0]
+    assert outputs == ["False", "True"]  # one graded, one skipped
+    new = [e["event"] for e in run.ledger_events()[events_before:]]
+    assert Counter(new) == Counter({"start": 1, "done": 1, "wait": 1, "skip": 1}), new
+    assert run.finished(0, n, fingerprint) and len(run.read_results(0)) == n
+    assert_expected([r for _, r in sorted(run.read_results(0), key=lambda x: x[0])], n)
 
 
 def test_cluster_options_need_an_executor(tmp_path):
