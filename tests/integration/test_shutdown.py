@@ -15,7 +15,8 @@ import pytest
 from ..conftest import REPO
 
 SCRIPT = r"""
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started with SIGINT ignored
 sys.path.insert(0, {repo!r})
 from sandbox.pool import Job, Pool
 from sandbox.problem import Limits, Problem, Test
