@@ -43,24 +43,13 @@ def write_message(fd: int, message: dict[str, Any]) -> None:
         data = data[n:]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None, hangup_fd: int | None) -> bytes:
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     chunks: list[bytes] = []
-    poller = None
-    if deadline is not None or hangup_fd is not None:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        if hangup_fd is not None:
-            poller.register(hangup_fd, 0)  # POLLHUP and POLLERR are always reported
     while n:
-        if poller is not None:
-            timeout_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            events = dict(poller.poll(timeout_ms))
-            if hangup_fd is not None and events.get(hangup_fd, 0) & (select.POLLHUP | select.POLLERR):
-                raise HostGone("the other end of the judge's input closed")
-            if not events.get(fd):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout("deadline passed")
-                continue
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise Timeout("deadline passed")
         chunk = os.read(fd, min(n, 1 << 20))
         if not chunk:
             raise ProtocolError("channel closed")
@@ -69,13 +58,13 @@ def _read_exact(fd: int, n: int, deadline: float | None, hangup_fd: int | None) 
     return b"".join(chunks)
 
 
-def read_message(fd: int, deadline: float | None = None, max_size: int = MAX_MESSAGE, hangup_fd: int | None = None) -> dict[str, Any]:
-    """Read one message; `deadline` is a time.monotonic() value, None waits forever. If
-    `hangup_fd` hangs up meanwhile, raise HostGone."""
-    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline, hangup_fd))
+def read_message(fd: int, deadline: float | None = None, max_size: int = MAX_MESSAGE) -> dict[str, Any]:
+    """Read exactly one message (safe where several processes share `fd`); `deadline` is a
+    time.monotonic() value, None waits forever. The judge's own channels use `Reader`."""
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
     if size > max_size:
         raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_size}")
-    return _parse(_read_exact(fd, size, deadline, hangup_fd))
+    return _parse(_read_exact(fd, size, deadline))
 
 
 def _parse(body: bytes) -> dict[str, Any]:
