@@ -46,18 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_FILE = "leetcode/LeetCodeDataset-v0.3.1-test.jsonl.gz"
-# Canonical solutions that take seconds on their own tests: they would measure the solution, not the sandbox.
-SLOW_PROBLEMS = ("find-the-number-of-subsequences-with-equal-gcd", "maximum-number-of-moves-to-kill-all-pawns")
+from sandbox_throughput import ROOT, SLOW_PROBLEMS, data_file, load_workload  # the same solutions, chosen one way
+
 TARGET = 0.8
 GRANULARITIES = ("per_test", "per_solution")
-
-
-def data_file() -> Path:
-    shared = os.environ.get("QRPO_SHARED_DATA")
-    base = Path(shared) if shared else ROOT.parent / "shared" / "data"
-    return base / DATA_FILE
 
 
 def worker_counts(cpus: int) -> list[int]:
@@ -119,7 +111,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         warnings.filterwarnings("ignore", message="the 'process' backend does not isolate")
         from sandbox.api import grade
         from sandbox.cluster import RunDir, grade_distributed
-        from sandbox.datasets import load_problems
         from sandbox.pool import default_workers
 
         granularities = [g.strip() for g in granularity.split(",") if g.strip()]
@@ -129,10 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         t0 = time.perf_counter()
         load0 = os.getloadavg()[0]
         path = data_file()
-        if not path.exists():
-            raise SystemExit(f"{path} not found; set QRPO_SHARED_DATA to the shared data directory (holding {DATA_FILE})")
-        loaded = load_problems(path)
-        chosen = [p for p in loaded if p.task_id not in SLOW_PROBLEMS and p.metadata.get("canonical_solution")][:n]
+        chosen = load_workload(n, backend).problems
         table = {p.task_id: p for p in chosen}
         rows = [{"task_id": p.task_id, "code": p.metadata["canonical_solution"]} for p in chosen]
         tests = sum(len(p.tests) for p in chosen)
