@@ -3,7 +3,6 @@ thing (a namespace, a mount) rather than reading a configuration file."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 

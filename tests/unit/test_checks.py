@@ -5,15 +5,15 @@ from __future__ import annotations
 import ast
 import gzip
 import json
-import os
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from sandbox.judge.checks import calls_only, split_check
 
-DATA = Path(os.environ.get("QRPO_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+from ..conftest import shared_data_dir
+
+DATA = shared_data_dir()
 LC3 = DATA / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"
 
 

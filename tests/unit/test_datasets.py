@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -31,14 +30,16 @@ from sandbox.judge.checks import split_check
 from sandbox.problem import Limits, Problem
 from sandbox.problem import Test as ProblemTest  # not 'Test*': pytest would try to collect it
 
-DATA = Path(os.environ.get("QRPO_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+from ..conftest import shared_data_dir
+
+DATA = shared_data_dir()
 LC3 = DATA / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"
 LC2 = DATA / "leetcode" / "LeetCodeDataset-v0.2.0-train.jsonl.gz"
 HUMANEVAL = DATA / "humaneval" / "HumanEval.jsonl.gz"
 MBPP = DATA / "mbpp" / "MbppPlus-v0.2.0.jsonl.gz"
 APPS = DATA / "apps" / "mapcoder_apps_selected150.jsonl"
 
-needs_data = pytest.mark.skipif(not LC3.exists(), reason=f"shared data not found at {DATA}; set QRPO_SHARED_DATA")
+needs_data = pytest.mark.usefixtures("shared_data")  # skips locally without the data, fails where every test must run
 
 
 def raw_rows(path: Path) -> list[dict]:
