@@ -285,21 +285,32 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
 
     driver = threading.Thread(target=drive)
     driver.start()
-    cancelled: dict[int, tuple[str, str]] = {}  # shard -> (job id, state when cancelled)
+    cancelled: dict[int, tuple[str, str]] = {}  # shard -> (state when cancelled, job id)
+    in_flight: dict[int, str] = {}  # RUNNING tasks cancelled, until their ledger says how they ended
     deadline = time.monotonic() + 120
     while len(cancelled) < 2 and time.monotonic() < deadline and driver.is_alive():
+        events = run.ledger_events()
+        for shard, job in list(in_flight.items()):
+            ended = [e["event"] for e in events if e.get("job_id") == job and e["event"] in ("interrupted", "done")]
+            if ended:  # "done": the task wrote its result before the cancel landed; cancel another one
+                del in_flight[shard]
+                if ended[0] == "interrupted":
+                    cancelled[shard] = ("RUNNING", job)
         jobs = {s["shard"]: s["job_id"] for s in run.submissions()}
-        started = {e["shard"] for e in run.ledger_events() if e["event"] == "start"}
+        started = {e["shard"] for e in events if e["event"] == "start"}
         queue = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30, check=False).stdout
         states = dict(line.split("|") for line in queue.split())
         for shard, job in jobs.items():
             state = states.get(job)
-            if shard in cancelled or run.result(shard).exists():
+            if shard in cancelled or shard in in_flight or run.result(shard).exists():
                 continue
             # one task while it grades, one while it still waits inside the array record (it then
             # vanishes from sacct: the documented pitfall the driver must survive)
-            if (state == "RUNNING" and shard in started and "RUNNING" not in {s for s, _ in cancelled.values()}) or (
-                    state == "PENDING" and "PENDING" not in {s for s, _ in cancelled.values()}):
+            kinds = {s for s, _ in cancelled.values()}
+            if state == "RUNNING" and shard in started and "RUNNING" not in kinds and not in_flight:
+                subprocess.run(["scancel", job], check=True, timeout=30)
+                in_flight[shard] = job
+            elif state == "PENDING" and "PENDING" not in kinds:
                 subprocess.run(["scancel", job], check=True, timeout=30)
                 if not run.result(shard).exists():
                     cancelled[shard] = (state, job)
