@@ -1,0 +1,90 @@
+"""Training entry point: `python -m qrpo.train SPEC.json`, or under `accelerate launch` for several GPUs:
+
+    accelerate launch --config_file qrpo/configs/accelerate/zero3.yaml -m qrpo.train SPEC.json
+
+SPEC.json: {"model_name_or_path": str, "train_dataset": <a datasets table saved with save_to_disk>,
+            "eval_dataset": <optional, same>, "args": {QRPOConfig fields, "output_dir" among them}}
+
+A spec file (not command-line flags) because the pipeline writes it and a SLURM job replays it exactly.
+It resumes from the last checkpoint in output_dir, so a preempted job just runs again; it saves the
+final model, tokenizer and trainer_state.json to output_dir, and a finished output_dir is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+KNOWN_KEYS = {"model_name_or_path", "train_dataset", "eval_dataset", "args"}
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Read and check a spec; every problem is one line naming the key and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"qrpo.train: spec {path} does not exist; write one (see `python -m qrpo.train --help`)")
+    spec = json.loads(path.read_text())
+    unknown = set(spec) - KNOWN_KEYS
+    if unknown:
+        raise SystemExit(f"qrpo.train: unknown key(s) {sorted(unknown)} in {path}; valid keys: {sorted(KNOWN_KEYS)}")
+    for key in ("model_name_or_path", "train_dataset", "args"):
+        if key not in spec:
+            raise SystemExit(f"qrpo.train: {path} lacks {key!r}")
+    for key in ("train_dataset", "eval_dataset"):
+        if key in spec and not Path(spec[key]).is_dir():
+            raise SystemExit(f"qrpo.train: {key} {spec[key]} is not a directory saved with Dataset.save_to_disk; run `qrpo build` first")
+    return spec
+
+
+def train(spec: dict[str, Any]) -> Path:
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from qrpo.config import QRPOConfig
+    from qrpo.trainer import QRPOTrainer, _load_model
+
+    fields = set(QRPOConfig.__dataclass_fields__)
+    unknown = sorted(set(spec["args"]) - fields)
+    if unknown:
+        raise ValueError(f"unknown training argument(s) {unknown}; see QRPOConfig / transformers.TrainingArguments")
+    args = QRPOConfig(**spec["args"])
+    if (Path(args.output_dir) / "trainer_state.json").is_file():  # written last, by a finished run
+        print(f"qrpo.train: {args.output_dir} holds a finished run; nothing to do (delete it to train again)")
+        return Path(args.output_dir)
+    model_path = spec["model_name_or_path"]
+    model = _load_model(model_path, args)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    eval_dataset = load_from_disk(spec["eval_dataset"]) if spec.get("eval_dataset") else None
+    trainer = QRPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=load_from_disk(spec["train_dataset"]),
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+    )
+    checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(args.output_dir)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(args.output_dir)
+        trainer.save_state()
+    return Path(args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    spec = load_spec(argv[0])
+    try:
+        train(spec)
+    except (FileNotFoundError, ValueError) as error:  # bad model path, bad rows, bad arguments: one line
+        raise SystemExit(f"qrpo.train: {error}") from None
+
+
+if __name__ == "__main__":
+    main()

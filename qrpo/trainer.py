@@ -1,0 +1,581 @@
+"""`QRPOTrainer`: QRPO (and the DPO, SimPO, REBEL baselines) on `transformers.Trainer`.
+
+QRPO is pointwise: each (prompt, completion, reward) row is its own regression target, so a batch is a bag
+of independent sequences. That is what makes it cheaper than DPO: no pairs to keep together, and the
+sequences of a batch are packed into one row with position ids (padding-free), so no FLOPs go to padding.
+The reference log-probs are computed once, before training, with the initial policy (or a given reference
+model), cached on disk under a fingerprint and reused across runs; no reference model stays in memory.
+
+Log-probabilities are sums over completion tokens, computed by TRL's fused LM head (`add_fused_lm_head`),
+which never materialises the (tokens x vocabulary) logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from trl.data_utils import is_conversational, maybe_apply_chat_template
+from trl.trainer.utils import add_fused_lm_head
+
+from qrpo.config import PAIRED_LOSS_TYPES, QRPOConfig
+from qrpo.losses import TRANSFORMS, LossOutput, dpo_loss, qrpo_loss, rebel_loss, simpo_loss
+from qrpo.quantile import quantile_rewards, reference_std
+
+POINTWISE_COLUMNS = ("prompt", "completion")
+PAIRED_COLUMNS = ("prompt", "chosen", "rejected")
+# Per-row numbers the collator passes through to the loss, when the dataset has them.
+ROW_FIELDS = ("quantile", "reference_std", "chosen_reward", "rejected_reward")
+
+
+class DatasetError(ValueError):
+    """A training row that cannot be used; the message names the row, the field and the fix."""
+
+
+# ------------------------------------------------------------------------------------------- collator
+
+
+@dataclass
+class SequenceCollator:
+    """Turns tokenized rows into one forward pass over all their completions.
+
+    Pointwise rows give one sequence each, paired rows two (chosen, then rejected). Packed (default): all
+    sequences of the batch are concatenated into a single row, `position_ids` restart at 0 for each, and
+    `sequence_index` says which sequence each token belongs to; attention stays within a sequence
+    (transformers builds the block-diagonal mask, or flash-attention's varlen kernel, from the position
+    ids). Padded: one row per sequence, right-padded, with an attention mask.
+    `labels` are -100 except on completion tokens, so only those count in the log-probs.
+    """
+
+    pad_token_id: int
+    padding_free: bool = True
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        keys = ("chosen_ids", "rejected_ids") if "chosen_ids" in rows[0] else ("completion_ids",)
+        sequences = [(row["prompt_ids"], row[key]) for row in rows for key in keys]
+        batch = self._packed(sequences) if self.padding_free else self._padded(sequences)
+        batch["completion_lengths"] = torch.tensor([len(c) for _, c in sequences])
+        batch["row_index"] = torch.tensor([row.get("row_index", -1) for row in rows])
+        for name in ROW_FIELDS:
+            if name in rows[0]:
+                batch[name] = torch.tensor([row[name] for row in rows], dtype=torch.float64)
+        if "ref_logps" in rows[0]:  # (rows, sequences per row), flattened in the order of `sequences`
+            batch["ref_logps"] = torch.tensor([row["ref_logps"] for row in rows], dtype=torch.float32).flatten()
+        return batch
+
+    @staticmethod
+    def _packed(sequences: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        input_ids, labels, positions, index = [], [], [], []
+        for i, (prompt, completion) in enumerate(sequences):
+            n = len(prompt) + len(completion)
+            input_ids += prompt + completion
+            labels += [-100] * len(prompt) + completion
+            positions += range(n)
+            index += [i] * n
+        return {
+            "input_ids": torch.tensor([input_ids]),
+            "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([positions]),
+            "sequence_index": torch.tensor(index),
+        }
+
+    def _padded(self, sequences: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(p) + len(c) for p, c in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_token_id)
+        labels = torch.full((len(sequences), width), -100)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, (prompt, completion) in enumerate(sequences):
+            n = len(prompt) + len(completion)
+            input_ids[i, :n] = torch.tensor(prompt + completion)
+            labels[i, len(prompt) : n] = torch.tensor(completion)
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def sequence_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of the log-probs of each sequence's completion tokens, shape (sequences,), in float32.
+
+    `model` must carry TRL's fused LM head (`add_fused_lm_head`); prompt and padding positions have
+    label -100 and contribute exactly 0.
+    """
+    if "position_ids" in batch:
+        out = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"], fused_lm_head=True
+        )
+        per_token = out.log_probs[0].float()  # position t scores token t + 1
+        sequences = len(batch["completion_lengths"])
+        index = batch["sequence_index"][1:]
+        return torch.zeros(sequences, dtype=per_token.dtype, device=per_token.device).index_add(0, index, per_token)
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"], fused_lm_head=True
+    )
+    return out.log_probs.float().sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def prepare_dataset(
+    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, args: QRPOConfig, name: str = "train"
+) -> tuple[Dataset, dict[str, float]]:
+    """Validate rows, turn them into what the loss needs, and tokenize.
+
+    Returns the tokenized dataset (columns `prompt_ids` and `completion_ids`, or `chosen_ids` and
+    `rejected_ids`, plus the per-row numbers of ROW_FIELDS) and dataset-level constants of the loss
+    (`mean_reference_std`, `min_quantile`).
+    """
+    paired = _check_columns(dataset, args, name)
+    _check_rows(dataset, args, paired, name)
+    constants: dict[str, float] = {}
+    if args.loss_type == "qrpo":
+        if paired:
+            dataset = dataset.map(
+                _unpair,
+                batched=True,
+                with_indices=True,
+                remove_columns=dataset.column_names,
+                fn_kwargs={"selector": args.sample_selector, "seed": args.seed},
+                desc=f"{name}: pairs -> pointwise ({args.sample_selector})",
+            )
+        dataset, constants = _add_quantiles(dataset, args)
+    elif args.loss_type == "rebel":
+        dataset = dataset.map(lambda row: row, desc="rebel")  # rewards are columns already
+    dataset = dataset.map(
+        _tokenize,
+        fn_kwargs={"tokenizer": tokenizer, "args": args},
+        remove_columns=[c for c in ("prompt", "completion", "chosen", "rejected") if c in dataset.column_names],
+        desc=f"{name}: tokenizing",
+    )
+    return dataset, constants
+
+
+def _check_columns(dataset: Dataset, args: QRPOConfig, name: str) -> bool:
+    columns = set(dataset.column_names)
+    paired = "chosen" in columns or "rejected" in columns
+    needed = list(PAIRED_COLUMNS if paired else POINTWISE_COLUMNS)
+    if args.loss_type == "qrpo":
+        needed += ["chosen_reward", "rejected_reward", "ref_rewards"] if paired else ["reward", "ref_rewards"]
+    elif args.loss_type == "rebel":
+        needed += ["chosen_reward", "rejected_reward"]
+    if args.loss_type in PAIRED_LOSS_TYPES and not paired:
+        raise DatasetError(
+            f"{name} dataset: loss_type={args.loss_type!r} needs paired rows (columns {', '.join(PAIRED_COLUMNS)}), "
+            f"but it has {sorted(columns)}; build pairs with `qrpo build --pairs offpolicy10random`, or use loss_type='qrpo'"
+        )
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        kind = "paired" if paired else "pointwise"
+        raise DatasetError(
+            f"{name} dataset: missing column(s) {', '.join(missing)} for loss_type={args.loss_type!r} on {kind} rows "
+            f"(needs {', '.join(needed)}; has {', '.join(sorted(columns))})"
+        )
+    return paired
+
+
+def _check_rows(dataset: Dataset, args: QRPOConfig, paired: bool, name: str) -> None:
+    """Empty completions, NaN rewards and reference-reward lists of the wrong length, named by row."""
+    texts = ("chosen", "rejected") if paired else ("completion",)
+    for field in texts:
+        for row, value in enumerate(dataset[field]):
+            if not _text(value).strip():
+                raise DatasetError(f"{name} dataset row {row}: field {field!r} is empty; drop the row (nothing to learn from)")
+    rewards = ("chosen_reward", "rejected_reward") if paired else ("reward",)
+    if args.loss_type in ("qrpo", "rebel"):
+        for field in rewards:
+            for row, value in enumerate(dataset[field]):
+                if value is None or not math.isfinite(value):
+                    raise DatasetError(f"{name} dataset row {row}: field {field!r} is {value}; give a finite reward or drop the row")
+    if args.loss_type != "qrpo":
+        return
+    lengths = set()
+    for row, refs in enumerate(dataset["ref_rewards"]):
+        if refs is None or any(r is None or not math.isfinite(r) for r in refs):
+            raise DatasetError(f"{name} dataset row {row}: field 'ref_rewards' holds a missing or NaN reward; regrade it or drop the row")
+        if args.num_ref_rewards is not None and len(refs) < args.num_ref_rewards:
+            raise DatasetError(
+                f"{name} dataset row {row}: field 'ref_rewards' has {len(refs)} rewards but num_ref_rewards="
+                f"{args.num_ref_rewards}; lower num_ref_rewards or generate more reference completions"
+            )
+        if args.num_ref_rewards is None and lengths and len(refs) not in lengths:
+            raise DatasetError(
+                f"{name} dataset row {row}: field 'ref_rewards' has {len(refs)} rewards, other rows {sorted(lengths)[0]}; "
+                "set num_ref_rewards to at most the shortest length so every prompt uses as many references"
+            )
+        lengths.add(len(refs))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # chat messages
+        return "".join(str(message.get("content") or "") for message in value)
+    return "" if value is None else str(value)
+
+
+def _unpair(rows: dict[str, list], indices: list[int], selector: str, seed: int) -> dict[str, list]:
+    """Paired rows -> pointwise rows; QRPO needs no pairs, so `selector` picks the completions to keep."""
+    out: dict[str, list] = defaultdict(list)
+    for j, index in enumerate(indices):
+        sides = {"both": ("chosen", "rejected"), "chosen": ("chosen",), "rejected": ("rejected",)}.get(selector)
+        if sides is None:  # random: one side per pair, fixed by (seed, row)
+            sides = (("chosen", "rejected")[np.random.default_rng([seed, index]).integers(2)],)
+        for side in sides:
+            out["prompt"].append(rows["prompt"][j])
+            out["completion"].append(rows[side][j])
+            out["reward"].append(rows[f"{side}_reward"][j])
+            out["ref_rewards"].append(rows["ref_rewards"][j])
+    return dict(out)
+
+
+def _add_quantiles(dataset: Dataset, args: QRPOConfig) -> tuple[Dataset, dict[str, float]]:
+    """Quantile rewards against the first `num_ref_rewards` references, computed once for the whole table."""
+    if args.transform not in TRANSFORMS:
+        raise ValueError(f"transform={args.transform!r} is not one of {TRANSFORMS}")
+    refs = np.asarray([r[: args.num_ref_rewards] for r in dataset["ref_rewards"]], dtype=np.float64)
+    rewards = np.asarray(dataset["reward"], dtype=np.float64)
+    quantiles = quantile_rewards(rewards, refs, ties=args.ties, seed=args.seed)
+    dataset = dataset.add_column("quantile", quantiles.tolist())
+    constants = {"min_quantile": 1 / refs.shape[1] if args.ties != "random" else float("nan")}
+    if args.transform == "scaled-normal-icdf":
+        std = reference_std(refs)
+        dataset = dataset.add_column("reference_std", std.tolist())
+        constants["mean_reference_std"] = float(std.mean())
+    return dataset, constants
+
+
+def _tokenize(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, args: QRPOConfig) -> dict[str, Any]:
+    """Chat template (when the row is chat messages), then token ids; prompts keep their end, completions
+    their start, and every completion ends with EOS as the model would have produced it."""
+    texts_keys = [k for k in ("prompt", "completion", "chosen", "rejected") if k in row]
+    chat = is_conversational(row)
+    texts = maybe_apply_chat_template({k: row[k] for k in texts_keys}, tokenizer) if chat else row
+    prompt = tokenizer(texts["prompt"], add_special_tokens=False)["input_ids"]
+    if not chat and tokenizer.bos_token_id is not None and prompt[:1] != [tokenizer.bos_token_id]:
+        prompt = [tokenizer.bos_token_id] + prompt
+    if args.max_prompt_length is not None:
+        prompt = prompt[-args.max_prompt_length :]
+    out = {"prompt_ids": prompt}
+    for key in texts_keys[1:]:
+        ids = tokenizer(texts[key], add_special_tokens=False)["input_ids"]
+        if not chat and tokenizer.eos_token_id is not None and ids[-1:] != [tokenizer.eos_token_id]:
+            ids = ids + [tokenizer.eos_token_id]
+        if args.max_completion_length is not None:
+            ids = ids[: args.max_completion_length]
+        out[f"{key}_ids"] = ids
+    return out
+
+
+# ------------------------------------------------------------------------------------------- trainer
+
+
+class QRPOTrainer(Trainer):
+    """Train a causal LM with QRPO (pointwise) or a paired baseline (DPO, SimPO, REBEL).
+
+    Rows, TRL style, plain text or chat messages (the chat template is applied here):
+      pointwise  prompt, completion, reward, ref_rewards (the rewards of N reference completions)
+      paired     prompt, chosen, rejected, chosen_reward, rejected_reward, ref_rewards
+    QRPO on paired rows keeps the completions that `args.sample_selector` picks; DPO and SimPO need only
+    prompt, chosen, rejected; REBEL also the two rewards.
+
+    Example:
+        trainer = QRPOTrainer(model="path/to/model", args=QRPOConfig(output_dir="out", beta=0.01),
+                              train_dataset=Dataset.from_list(rows))
+        trainer.train()
+    """
+
+    _tag_names = ["trl", "qrpo"]
+    # compute_loss divides by the number of loss items in the whole accumulated (and gathered) batch
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        ref_model: str | PreTrainedModel | None = None,
+        args: QRPOConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        **kwargs: Any,
+    ) -> None:
+        args = args or QRPOConfig(output_dir="qrpo-output")
+        if isinstance(model, str):
+            model = _load_model(model, args)
+        if isinstance(ref_model, str):
+            ref_model = _load_model(ref_model, args)
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        if processing_class.pad_token_id is None:
+            processing_class.pad_token = processing_class.eos_token
+        self._constants: dict[str, float] = {}
+        if train_dataset is not None:
+            train_dataset, self._constants = prepare_dataset(train_dataset, processing_class, args, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: prepare_dataset(v, processing_class, args, f"eval {k}")[0] for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = prepare_dataset(eval_dataset, processing_class, args, "eval")[0]
+        add_fused_lm_head(model)
+        kwargs.setdefault("data_collator", SequenceCollator(processing_class.pad_token_id, args.padding_free))
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.model_accepts_loss_kwargs = False
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.needs_reference = args.loss_type != "simpo"
+        self.ref_model: torch.nn.Module | None = None
+        self._precompute_model = ref_model  # None: the initial policy is the reference
+        self.ref_log_probs_cache_hits = 0
+        if self.needs_reference and not args.precompute_ref_log_probs:
+            self.ref_model = self._prepare_online_reference(ref_model if ref_model is not None else model)
+            self._precompute_model = None
+
+    # ------------------------------------------------------------------ reference log-probs
+
+    def _prepare_online_reference(self, source: PreTrainedModel) -> torch.nn.Module:
+        ref = copy.deepcopy(source) if source is self.model else source
+        if not hasattr(ref.forward, "__wrapped__"):
+            add_fused_lm_head(ref)
+        ref.eval().requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref, self.accelerator)
+        return self.accelerator.prepare_model(ref, evaluation_mode=True)
+
+    def train(self, *args: Any, **kwargs: Any):
+        """Reference log-probs first, while the model is still the initial policy: before a checkpoint to
+        resume from is loaded into it, and before any step changes it (the eval sets too)."""
+        self._attach_ref_logps()
+        return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        self._attach_ref_logps()
+        return super().evaluate(*args, **kwargs)
+
+    def _attach_ref_logps(self) -> None:
+        if self.train_dataset is not None:
+            self.train_dataset = self._with_ref_logps(self.train_dataset, "train")
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {k: self._with_ref_logps(v, f"eval {k}") for k, v in self.eval_dataset.items()}
+        elif self.eval_dataset is not None:
+            self.eval_dataset = self._with_ref_logps(self.eval_dataset, "eval")
+        self._precompute_model = None  # the reference model is not needed any more
+
+    def _with_ref_logps(self, dataset: Dataset, name: str) -> Dataset:
+        """Add the `ref_logps` column, from the cache or from one pass of the reference model."""
+        if not self.needs_reference or self.ref_model is not None or "ref_logps" in dataset.column_names:
+            return dataset
+        path = self._ref_cache_path(dataset)
+        if path.exists():
+            values = np.load(path)
+            self.ref_log_probs_cache_hits += 1
+        else:
+            values = self._compute_ref_logps(dataset, name)
+            if self.accelerator.is_main_process:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+                np.save(tmp, values)
+                os.replace(tmp, path)
+            self.accelerator.wait_for_everyone()
+        if len(values) != len(dataset):
+            raise RuntimeError(f"cached reference log-probs {path} have {len(values)} rows, the dataset {len(dataset)}")
+        return dataset.add_column("ref_logps", values.tolist())
+
+    @torch.no_grad()
+    def _compute_ref_logps(self, dataset: Dataset, name: str) -> np.ndarray:
+        model = self._precompute_model if self._precompute_model is not None else self.model
+        if model is self.model and self.state.global_step > 0:
+            raise RuntimeError(
+                f"{name}: reference log-probs are needed after training changed the model; give every dataset to "
+                "QRPOTrainer before train(), or pass ref_model"
+            )
+        if model is not self.model:
+            add_fused_lm_head(model)
+            model.to(self.args.device)
+        was_training = model.training
+        model.eval()
+        per_row = 2 if "chosen_ids" in dataset.column_names else 1
+        batch_size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
+        indexed = dataset.add_column("row_index", list(range(len(dataset))))
+        loader = self.accelerator.prepare(DataLoader(indexed, batch_size=batch_size, collate_fn=self.data_collator))
+        values = np.full((len(dataset), per_row), np.nan, dtype=np.float32)
+        for batch in tqdm(loader, desc=f"{name}: reference log-probs", disable=not self.accelerator.is_local_main_process):
+            with self.accelerator.autocast():  # the precision of the training forward, so step 0 has log-ratio 0
+                logps = sequence_logps(model, batch).view(-1, per_row)
+            rows, logps = self.accelerator.gather_for_metrics((batch["row_index"], logps))
+            values[rows.cpu().numpy()] = logps.float().cpu().numpy()
+        model.train(was_training)
+        if np.isnan(values).any():
+            raise RuntimeError(f"{name}: the reference pass left {int(np.isnan(values).any(1).sum())} rows without log-probs")
+        return values
+
+    def _ref_cache_path(self, dataset: Dataset) -> Path:
+        """Cache file named by what determines the values: the tokenized rows, the reference weights, dtype."""
+        model = self._precompute_model if self._precompute_model is not None else self.model
+        key = {
+            "dataset": dataset._fingerprint,
+            "model": model_fingerprint(model),
+            "bf16": bool(self.args.bf16),
+            "fp16": bool(self.args.fp16),
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        if self.args.ref_log_probs_cache_dir:
+            root = Path(self.args.ref_log_probs_cache_dir)
+        elif dataset.cache_files and os.access(os.path.dirname(dataset.cache_files[0]["filename"]), os.W_OK):
+            root = Path(dataset.cache_files[0]["filename"]).parent / "qrpo-ref-logps"
+        else:
+            root = Path(os.environ.get("QRPO_CACHE", Path.home() / ".cache" / "qrpo")) / "ref-logps"
+        return root / f"{digest}.npy"
+
+    # ------------------------------------------------------------------------------ the loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
+        """Loss items (rows) in the whole accumulated batch, over all processes: the loss divides by it,
+        so gradient accumulation and data parallelism give the gradient of the mean over the global batch."""
+        count = torch.tensor(sum(len(b["row_index"]) for b in batch_samples), device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        logps = sequence_logps(model, inputs)
+        ref_logps = None
+        if self.needs_reference:
+            if "ref_logps" in inputs:
+                ref_logps = inputs["ref_logps"].to(logps)
+            else:
+                with torch.no_grad():
+                    ref_logps = sequence_logps(self.ref_model, inputs)
+        output = self._losses(logps, ref_logps, inputs)
+        if num_items_in_batch is None:
+            loss = output.losses.mean()
+        else:  # each process's share of the mean over the global batch (DDP averages the gradients)
+            loss = output.losses.sum() / num_items_in_batch * self.accelerator.num_processes
+        self._record(output, logps, ref_logps, "train" if model.training else "eval")
+        return (loss, {"logps": logps}) if return_outputs else loss
+
+    def _losses(self, logps: torch.Tensor, ref_logps: torch.Tensor | None, inputs: dict[str, torch.Tensor]) -> LossOutput:
+        args = self.args
+        if args.loss_type == "qrpo":
+            min_quantile = self._constants.get("min_quantile")
+            return qrpo_loss(
+                logps,
+                ref_logps,
+                quantiles=inputs["quantile"],
+                beta=args.beta,
+                transform=args.transform,
+                loss=args.regression_loss,
+                approximate=args.approximate_log_z,
+                min_quantile=None if min_quantile is None or math.isnan(min_quantile) else min_quantile,
+                reference_std=inputs.get("reference_std"),
+                mean_reference_std=self._constants.get("mean_reference_std"),
+            )
+        chosen, rejected = logps[0::2], logps[1::2]
+        if args.loss_type == "simpo":
+            lengths = inputs["completion_lengths"].to(logps)
+            return simpo_loss(
+                chosen, rejected, lengths[0::2], lengths[1::2], beta=args.beta, gamma_beta_ratio=args.simpo_gamma_beta_ratio
+            )
+        ref_chosen, ref_rejected = ref_logps[0::2], ref_logps[1::2]
+        if args.loss_type == "dpo":
+            return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=args.beta)
+        return rebel_loss(
+            chosen,
+            rejected,
+            ref_chosen,
+            ref_rejected,
+            inputs["chosen_reward"].to(logps),
+            inputs["rejected_reward"].to(logps),
+            beta=args.beta,
+        )
+
+    # ------------------------------------------------------------------------------ metrics
+
+    def _record(self, output: LossOutput, logps: torch.Tensor, ref_logps: torch.Tensor | None, mode: str) -> None:
+        """Per-step means of the paper's metrics, under TRL's names (rewards/..., logps/...)."""
+        names = {
+            "quantile_rewards": "rewards/quantile",
+            "modified_rewards": "rewards/modified",
+            "calibrated_rewards": "rewards/calibrated",
+            "implicit_rewards": "rewards/implicit",
+            "sign_agreement": "rewards/sign_agreement",
+            "log_Z": "log_z",
+            "chosen_rewards": "rewards/chosen",
+            "rejected_rewards": "rewards/rejected",
+            "margins": "rewards/margins",
+            "accuracy": "rewards/accuracies",
+        }
+        values = {names[k]: v for k, v in output.metrics.items()}
+        logps = logps.detach()
+        if self.args.loss_type == "qrpo":
+            values["logps/completion"] = logps
+            values["log_ratio"] = logps - ref_logps.detach()
+        else:
+            values["logps/chosen"], values["logps/rejected"] = logps[0::2], logps[1::2]
+        for name, value in values.items():
+            gathered = self.accelerator.gather_for_metrics(value.float().reshape(-1))
+            self._metrics[mode][name].append(gathered.mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for name, values in self._metrics[mode].items():
+            logs[prefix + name] = sum(values) / len(values)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Cheap identity of a model's weights: its config, name, and per-tensor sums (one fast pass)."""
+    config = getattr(model, "config", None)
+    digest = hashlib.sha256()
+    digest.update((config.to_json_string() if config is not None else type(model).__name__).encode())
+    with torch.no_grad():
+        sums = [float(p.detach().float().sum()) for p in model.parameters()]
+    digest.update(np.asarray(sums, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _load_model(path: str, args: QRPOConfig) -> PreTrainedModel:
+    """from_pretrained with a clear error for a path that is neither a directory nor a hub id we can reach."""
+    dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else "auto"
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"model {path!r} could not be loaded ({str(error).splitlines()[0]}); give a local directory with "
+            "config.json and weights, or a hub id this machine can download"
+        ) from None
