@@ -32,10 +32,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from trl.data_utils import is_conversational, maybe_apply_chat_template
 from trl.trainer.utils import add_fused_lm_head
 
+from transformers.utils import logging
+
 from qrpo.config import PAIRED_LOSS_TYPES, QRPOConfig
 from qrpo.losses import TRANSFORMS, LossOutput, dpo_loss, qrpo_loss, rebel_loss, simpo_loss
 from qrpo.quantile import quantile_rewards, reference_std
 
+logger = logging.get_logger(__name__)
 POINTWISE_COLUMNS = ("prompt", "completion")
 PAIRED_COLUMNS = ("prompt", "chosen", "rejected")
 # Per-row numbers the collator passes through to the loss, when the dataset has them.
@@ -327,6 +330,13 @@ class QRPOTrainer(Trainer):
             eval_dataset = {k: prepare_dataset(v, processing_class, args, f"eval {k}")[0] for k, v in eval_dataset.items()}
         elif eval_dataset is not None:
             eval_dataset = prepare_dataset(eval_dataset, processing_class, args, "eval")[0]
+        attention = getattr(model.config, "_attn_implementation", None)
+        if args.padding_free and attention in ("sdpa", "eager") and torch.cuda.is_available():
+            logger.warning(
+                "padding_free=True with %s attention computes each packed row's full (tokens x tokens) square; load the "
+                "model with attn_implementation='flash_attention_2' or 'flex_attention' to skip the other sequences",
+                attention,
+            )
         add_fused_lm_head(model)
         kwargs.setdefault("data_collator", SequenceCollator(processing_class.pad_token_id, args.padding_free))
         super().__init__(
