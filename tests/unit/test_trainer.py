@@ -264,3 +264,25 @@ def test_too_few_reference_rewards_for_num_ref_rewards(tokenizer, tmp_path):
 def test_a_model_path_that_does_not_exist_fails_fast(tmp_path):
     with pytest.raises(FileNotFoundError, match="could not be loaded"):
         QRPOTrainer(model=str(tmp_path / "nope"), args=config(tmp_path), train_dataset=Dataset.from_list(pointwise_rows(2)))
+
+
+def test_plain_text_rows_get_bos_and_eos(tokenizer, tmp_path):
+    rows = [{k: (v[0]["content"] if isinstance(v, list) and isinstance(v[0], dict) else v) for k, v in r.items()} for r in pointwise_rows(4)]
+    trainer = trainer_for(tokenizer, tmp_path, rows, max_steps=2)
+    first = trainer.train_dataset[0]
+    assert first["prompt_ids"][0] == tokenizer.bos_token_id and first["completion_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(first["completion_ids"][:-1]) == rows[0]["completion"]
+    trainer.train()
+    assert all(math.isfinite(x) for x in losses_of(trainer))
+
+
+def test_gradient_checkpointing_and_bf16_autocast_train(tokenizer, tmp_path):
+    rows = pointwise_rows(8)
+    reference = trainer_for(tokenizer, tmp_path / "plain", rows, max_steps=2)
+    reference.train()
+    checkpointed = trainer_for(tokenizer, tmp_path / "gc", rows, max_steps=2, gradient_checkpointing=True)
+    checkpointed.train()
+    assert losses_of(checkpointed) == pytest.approx(losses_of(reference), abs=1e-5)  # recomputation, same math
+    bf16 = trainer_for(tokenizer, tmp_path / "bf16", rows, max_steps=2, bf16=True)
+    bf16.train()
+    assert losses_of(bf16) == pytest.approx(losses_of(reference), rel=0.05)
