@@ -136,7 +136,7 @@ def run_method(name: str, options: argparse.Namespace, pointwise: Dataset, paire
         report_to=[],
         bf16=gpu,
         use_cpu=not gpu,
-        gradient_checkpointing=options.gradient_checkpointing,
+        activation_checkpointing=options.gradient_checkpointing,
         disable_tqdm=True,
         seed=0,
         dataloader_drop_last=True,

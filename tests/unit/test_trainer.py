@@ -280,7 +280,7 @@ def test_gradient_checkpointing_and_bf16_autocast_train(tokenizer, tmp_path):
     rows = pointwise_rows(8)
     reference = trainer_for(tokenizer, tmp_path / "plain", rows, max_steps=2)
     reference.train()
-    checkpointed = trainer_for(tokenizer, tmp_path / "gc", rows, max_steps=2, gradient_checkpointing=True)
+    checkpointed = trainer_for(tokenizer, tmp_path / "gc", rows, max_steps=2, activation_checkpointing=True)
     checkpointed.train()
     assert losses_of(checkpointed) == pytest.approx(losses_of(reference), abs=1e-5)  # recomputation, same math
     bf16 = trainer_for(tokenizer, tmp_path / "bf16", rows, max_steps=2, bf16=True)
