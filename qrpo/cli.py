@@ -1,23 +1,162 @@
-"""`qrpo`: the training side. The pipeline commands arrive with the pipeline; for now this
-reports the version and what is installed, so the console script exists and is tested."""
+"""`qrpo`: the LeetCode pipeline from the command line.
+
+    qrpo run                                  # the embedded default, tiny-cpu: a few minutes on a CPU
+    qrpo run qrpo/configs/leetcode-paper.yaml --executor slurm
+    qrpo status qrpo/configs/leetcode-paper.yaml
+    qrpo grade CONFIG --force                 # one stage; --force redoes it
+
+Every stage reads and writes tables under the config's output_dir, is skipped when its output exists for
+the same inputs, and resumes from its saved chunks after an interruption.
+"""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 import click
 
 from . import __version__
 
+DEFAULT_CONFIG = "tiny-cpu"
+
+
+def _load(config: str, overrides: tuple[str, ...], output_dir: str | None) -> object:
+    from .pipeline.config import ConfigError, load_config
+
+    items = list(overrides) + ([f"output_dir={output_dir}"] if output_dir else [])
+    try:
+        return load_config(config, items)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _guard(action: Callable[[], object]) -> object:
+    """Run `action`; our errors become one-line messages (exit 1), anything else keeps its traceback."""
+    from .pipeline.config import ConfigError
+    from .pipeline.errors import StageError
+
+    try:
+        return action()
+    except (ConfigError, StageError) as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun the same command to resume (finished work is kept)", err=True)
+        sys.exit(130)
+
+
+config_argument = click.argument("config", required=False, default=DEFAULT_CONFIG)
+set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a config key, e.g. --set generate.num_samples=4 (repeatable).")
+output_option = click.option("--output-dir", "-o", default=None, help="Where the stages write (default: the config's output_dir).")
+executor_option = click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+                               help="Run the heavy work here or as SLURM jobs (default: the config's executor).")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qrpo")
 def main() -> None:
-    """Quantile Reward Policy Optimization for code models.
+    """Quantile Reward Policy Optimization for code models: the LeetCode pipeline.
+
+    Stages: model, prepare, generate, grade, build, train, evaluate. CONFIG is a YAML file or a bundled
+    config name (tiny-cpu, leetcode-paper); it defaults to tiny-cpu.
 
     \b
     Example:
-      qrpo --version
+      qrpo run                     # tiny-cpu end to end on this machine
+      qrpo status
     """
 
+
+@main.command()
+@config_argument
+@executor_option
+@click.option("--force", "force", multiple=True, metavar="STAGE", help="Redo STAGE and the stages after it (repeatable; `all` redoes everything).")
+@set_option
+@output_option
+def run(config: str, executor: str | None, force: tuple[str, ...], overrides: tuple[str, ...], output_dir: str | None) -> None:
+    """Run every stage in order, skipping the finished ones; print where the report and plots are.
+
+    \b
+    Example:
+      qrpo run qrpo/configs/tiny-cpu.yaml
+      qrpo run qrpo/configs/leetcode-paper.yaml --executor slurm --force evaluate
+    """
+    from .pipeline.runner import Pipeline
+    from .pipeline.train import check_args
+
+    cfg = _load(config, overrides, output_dir)
+
+    def action() -> None:
+        check_args(cfg)  # type: ignore[arg-type]
+        pipeline = Pipeline(cfg, executor)  # type: ignore[arg-type]
+        with pipeline.lock():
+            ran = pipeline.run_all(force)
+        record = pipeline.run_dir.record("evaluate")
+        click.echo(f"stages run: {', '.join(ran) or 'none (all done already)'}")
+        if record is not None:
+            click.echo(f"report: {record.summary.get('report')}")
+            click.echo(f"plots: {', '.join(record.summary.get('plots', []))}")
+
+    _guard(action)
+
+
+@main.command()
+@config_argument
+@set_option
+@output_option
+def status(config: str, overrides: tuple[str, ...], output_dir: str | None) -> None:
+    """Show which stages are done, partial, stale or pending.
+
+    \b
+    Example:
+      qrpo status qrpo/configs/tiny-cpu.yaml
+    """
+    from .pipeline.runner import Pipeline
+
+    cfg = _load(config, overrides, output_dir)
+
+    def action() -> None:
+        pipeline = Pipeline(cfg)  # type: ignore[arg-type]
+        click.echo(f"{cfg.name}: {pipeline.run_dir.root}")  # type: ignore[attr-defined]
+        for stage, state, detail in pipeline.status():
+            click.echo(f"  {stage:<9} {state:<10} {detail}")
+
+    _guard(action)
+
+
+def _stage_command(name: str, summary: str) -> None:
+    @main.command(name=name, help=f"Stage {name}: {summary}.\n\nSkipped when its output exists for the same inputs.\n\n"
+                                 f"\b\nExample:\n  qrpo {name} qrpo/configs/tiny-cpu.yaml\n  qrpo {name} CONFIG --force")
+    @config_argument
+    @executor_option
+    @click.option("--force", is_flag=True, help="Delete this stage's output and redo it.")
+    @set_option
+    @output_option
+    def command(config: str, executor: str | None, force: bool, overrides: tuple[str, ...], output_dir: str | None) -> None:
+        from .pipeline.runner import Pipeline
+        from .pipeline.train import check_args
+
+        cfg = _load(config, overrides, output_dir)
+
+        def action() -> None:
+            if name == "train":
+                check_args(cfg)  # type: ignore[arg-type]
+            pipeline = Pipeline(cfg, executor)  # type: ignore[arg-type]
+            with pipeline.lock():
+                pipeline.run_stage(name, force=force)
+
+        _guard(action)
+
+
+def _register() -> None:
+    from .pipeline.runner import STAGES
+
+    for name, summary in STAGES.items():
+        _stage_command(name, summary)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

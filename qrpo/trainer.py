@@ -177,7 +177,7 @@ def _check_columns(dataset: Dataset, args: QRPOConfig, name: str) -> bool:
     if args.loss_type in PAIRED_LOSS_TYPES and not paired:
         raise DatasetError(
             f"{name} dataset: loss_type={args.loss_type!r} needs paired rows (columns {', '.join(PAIRED_COLUMNS)}), "
-            f"but it has {sorted(columns)}; build pairs with `qrpo build --pairs offpolicy10random`, or use loss_type='qrpo'"
+            f"but it has {sorted(columns)}; build pairs with `qrpo build CONFIG --set build.pairs=offpolicy10random`, or use loss_type='qrpo'"
         )
     missing = [c for c in needed if c not in columns]
     if missing:

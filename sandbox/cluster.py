@@ -95,13 +95,18 @@ class ClusterError(RuntimeError):
 
 def _write_atomic(path: Path, lines: Iterable[str], fsync: bool = True) -> None:
     """Write lines to `path` via a temporary file in the same directory, then rename."""
+    write_atomic(path, (line + "\n" for line in lines), fsync=fsync)
+
+
+def write_atomic(path: Path, chunks: Iterable[str], fsync: bool = True) -> None:
+    """Write `chunks` to `path` via a temporary file in the same directory, then rename: readers see the
+    old file or the whole new one, and a crash leaves no half-written file (the pipeline relies on it too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
+            for chunk in chunks:
+                f.write(chunk)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())

@@ -8,6 +8,8 @@ is skipped in CI counts as not written.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,33 @@ def backend_or_fail(name: str) -> str:
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return backend_or_fail(request.param)
+
+
+@pytest.fixture(scope="session")
+def submitit_installed() -> None:
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        missing("submitit is not installed (pip install submitit)")
+
+
+@pytest.fixture(scope="session")
+def slurm(submitit_installed) -> str:
+    """The local cluster: SLURM_CONF set and sinfo answering with a usable node."""
+    conf = os.environ.get("SLURM_CONF")
+    if not conf:
+        missing("SLURM_CONF is not set: start the local cluster (sudo slurm/local-cluster/up --state-dir /var/tmp/qrpo-slurm) "
+                "and source /var/tmp/qrpo-slurm/env.sh")
+    if not shutil.which("sinfo"):
+        missing("sinfo is not on PATH (slurm-client is not installed)")
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        missing(f"sinfo does not respond within 30 s (SLURM_CONF={conf})")
+    states = proc.stdout.split()
+    if proc.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states):
+        missing(f"the SLURM cluster of {conf} is not usable: sinfo exit {proc.returncode}, node states {states}, {proc.stderr.strip()[:300]}")
+    return conf
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import pytest
 from sandbox.api import grade
 from sandbox.problem import GradeResult, Limits, Problem, Test
 
-from ..conftest import REPO, backend_or_fail, missing
+from ..conftest import REPO, backend_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -93,33 +92,6 @@ def assert_expected(results: list[GradeResult], n: int) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="session")
-def submitit_installed() -> None:
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        missing("submitit is not installed (pip install submitit)")
-
-
-@pytest.fixture(scope="session")
-def slurm(submitit_installed) -> str:
-    """The local cluster: SLURM_CONF set and sinfo answering with a usable node."""
-    conf = os.environ.get("SLURM_CONF")
-    if not conf:
-        missing("SLURM_CONF is not set: start the local cluster (sudo slurm/local-cluster/up --state-dir /var/tmp/qrpo-slurm) "
-                "and source /var/tmp/qrpo-slurm/env.sh")
-    if not shutil.which("sinfo"):
-        missing("sinfo is not on PATH (slurm-client is not installed)")
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, check=False)
-    except subprocess.TimeoutExpired:
-        missing(f"sinfo does not respond within 30 s (SLURM_CONF={conf})")
-    states = proc.stdout.split()
-    if proc.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states):
-        missing(f"the SLURM cluster of {conf} is not usable: sinfo exit {proc.returncode}, node states {states}, {proc.stderr.strip()[:300]}")
-    return conf
 
 
 @pytest.fixture(scope="session")
