@@ -3,7 +3,8 @@
 Trains a randomly initialised Llama-architecture model on sequences shaped like the paper's LeetCode data
 (prompt ~600 tokens, completion ~400), the same completions for every method:
 
-  (a)  QRPOTrainer, packed (padding-free) batches, reference log-probs precomputed in one pass
+  (a)  QRPOTrainer, packed (padding-free) batches, reference log-probs precomputed in one pass; packing
+       needs flash-attention or flex attention (GPU): on a CPU (a) pads, as QRPOTrainer does by default there
   (b)  QRPOTrainer, padded batches, online reference model
   (c)  TRL's DPOTrainer, its defaults (padded, online reference), the completions arranged as pairs
   (c2) TRL's DPOTrainer with its own padding-free and precomputed-reference options
@@ -148,7 +149,7 @@ def run_method(name: str, options: argparse.Namespace, pointwise: Dataset, paire
             **common,
             per_device_train_batch_size=completions_per_step,
             per_device_eval_batch_size=completions_per_step,
-            padding_free=name == "a",
+            padding_free=None if name == "a" else False,  # (a): packed where the attention kernel allows it
             precompute_ref_log_probs=name == "a",
             ref_log_probs_cache_dir=str(workdir / f"ref-{name}-{time.time_ns()}"),  # measured, never a cache hit
             max_prompt_length=None,
@@ -170,6 +171,7 @@ def run_method(name: str, options: argparse.Namespace, pointwise: Dataset, paire
         trainer = DPOTrainer(
             model=model, ref_model=reference, args=args, train_dataset=paired, processing_class=tokenizer, callbacks=[timer]
         )
+    packed = getattr(trainer, "padding_free", False)
     trainer.train()
     _sync()
     total = time.perf_counter() - start
@@ -178,7 +180,7 @@ def run_method(name: str, options: argparse.Namespace, pointwise: Dataset, paire
     tokens_per_step = options.completion_tokens_per_completion * completions_per_step
     result = {
         "method": name,
-        "attention": attention,
+        "attention": attention + (", packed" if packed else ", padded"),
         "completion_tokens_per_s": tokens_per_step / step_time,
         "end_to_end_completion_tokens_per_s": tokens_per_step * steps / total,
         "step_s": step_time,

@@ -52,9 +52,13 @@ class QRPOConfig(TrainingArguments):
     max_completion_length: int | None = field(
         default=1024, metadata={"help": "Completions longer than this keep their first tokens (None: no limit)."}
     )
-    padding_free: bool = field(
-        default=True,
-        metadata={"help": "Pack the sequences of a batch into one row with position ids: no FLOPs go to padding."},
+    padding_free: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pack the sequences of a batch into one row with position ids, so no FLOPs go to padding. None "
+            "(auto): pack when the model's attention kernel skips the other sequences of the row (flash_attention_2/3, "
+            "flex_attention); pad otherwise, since sdpa or eager would attend over the whole packed row."
+        },
     )
     precompute_ref_log_probs: bool = field(
         default=True,

@@ -330,15 +330,9 @@ class QRPOTrainer(Trainer):
             eval_dataset = {k: prepare_dataset(v, processing_class, args, f"eval {k}")[0] for k, v in eval_dataset.items()}
         elif eval_dataset is not None:
             eval_dataset = prepare_dataset(eval_dataset, processing_class, args, "eval")[0]
-        attention = getattr(model.config, "_attn_implementation", None)
-        if args.padding_free and attention in ("sdpa", "eager") and torch.cuda.is_available():
-            logger.warning(
-                "padding_free=True with %s attention computes each packed row's full (tokens x tokens) square; load the "
-                "model with attn_implementation='flash_attention_2' or 'flex_attention' to skip the other sequences",
-                attention,
-            )
+        self.padding_free = _resolve_padding_free(args.padding_free, getattr(model.config, "_attn_implementation", None))
         add_fused_lm_head(model)
-        kwargs.setdefault("data_collator", SequenceCollator(processing_class.pad_token_id, args.padding_free))
+        kwargs.setdefault("data_collator", SequenceCollator(processing_class.pad_token_id, self.padding_free))
         super().__init__(
             model=model,
             args=args,
@@ -566,6 +560,24 @@ class QRPOTrainer(Trainer):
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+
+PACKING_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def _resolve_padding_free(requested: bool | None, attention: str | None) -> bool:
+    """Pack only where it pays: a varlen/block-sparse kernel attends within each sequence, while sdpa or eager
+    would compute the whole (tokens x tokens) square of the packed row (measured on CPU: 0.38x of padded)."""
+    packs = attention in PACKING_ATTENTION or "flash" in str(attention)
+    if requested is None:
+        return packs
+    if requested and not packs:
+        logger.warning(
+            "padding_free=True with %s attention computes each packed row's full (tokens x tokens) square; load the model "
+            "with attn_implementation='flash_attention_2' or 'flex_attention' (GPU), or leave padding_free unset",
+            attention,
+        )
+    return requested
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

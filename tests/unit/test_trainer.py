@@ -102,8 +102,12 @@ def naive_logps(model, batch) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------- training
 
 
-def test_qrpo_loss_decreases_on_a_toy_dataset(tokenizer, tmp_path):
-    trainer = trainer_for(tokenizer, tmp_path, pointwise_rows(8), per_device_train_batch_size=8, num_train_epochs=30)
+@pytest.mark.parametrize("padding_free", [True, False])
+def test_qrpo_loss_decreases_on_a_toy_dataset(tokenizer, tmp_path, padding_free):
+    trainer = trainer_for(
+        tokenizer, tmp_path, pointwise_rows(8), per_device_train_batch_size=8, num_train_epochs=30, padding_free=padding_free
+    )
+    assert trainer.padding_free is padding_free
     trainer.train()
     losses = losses_of(trainer)
     assert len(losses) == 30
@@ -215,7 +219,7 @@ def test_gradient_accumulation_gives_the_gradient_of_the_global_mean(tokenizer, 
     for batch, steps in ((3, 1), (2, 2)):
         trainer = trainer_for(
             tokenizer, tmp_path / f"{batch}", pointwise_rows(3), per_device_train_batch_size=batch,
-            gradient_accumulation_steps=steps, max_steps=1,
+            gradient_accumulation_steps=steps, max_steps=1, padding_free=True,
         )
         trainer.train()
         norms.append((trainer.state.log_history[0]["grad_norm"], trainer.state.log_history[0]["loss"]))
@@ -286,3 +290,11 @@ def test_gradient_checkpointing_and_bf16_autocast_train(tokenizer, tmp_path):
     bf16 = trainer_for(tokenizer, tmp_path / "bf16", rows, max_steps=2, bf16=True)
     bf16.train()
     assert losses_of(bf16) == pytest.approx(losses_of(reference), rel=0.05)
+
+
+def test_packing_is_automatic_only_for_kernels_that_skip_other_sequences(tokenizer, tmp_path):
+    from qrpo.trainer import _resolve_padding_free
+
+    assert trainer_for(tokenizer, tmp_path, pointwise_rows(2)).padding_free is False  # sdpa: padded
+    assert _resolve_padding_free(None, "flash_attention_2") and _resolve_padding_free(None, "flex_attention")
+    assert _resolve_padding_free(True, "sdpa") and not _resolve_padding_free(False, "flash_attention_2")
