@@ -127,7 +127,8 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON rows of a JSONL file written by write_atomic (blank lines skipped)."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
@@ -211,7 +212,7 @@ class RunDir:
         return header.get("fingerprint") == fingerprint and header.get("rows") == rows == count
 
     def read_results(self, shard: int) -> list[tuple[int, GradeResult]]:
-        lines = _read_jsonl(self.result(shard))
+        lines = read_records(self.result(shard))
         next(lines)  # header
         return [(int(r["index"]), GradeResult.from_dict(r["result"])) for r in lines]
 
@@ -223,13 +224,13 @@ class RunDir:
 
     def submissions(self) -> list[dict[str, Any]]:
         try:
-            return list(_read_jsonl(self.jobs_log))
+            return list(read_records(self.jobs_log))
         except FileNotFoundError:
             return []
 
     def ledger_events(self) -> list[dict[str, Any]]:
         try:
-            return list(_read_jsonl(self.ledger))
+            return list(read_records(self.ledger))
         except FileNotFoundError:
             return []
 
@@ -375,8 +376,8 @@ def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fing
     rows_expected = manifest["shard_rows"][shard]
     job_id = event["job_id"]
     options = manifest["options"]
-    table = {p.task_id: p for p in (Problem.from_dict(d) for d in _read_jsonl(run.problems))}
-    records = list(_read_jsonl(run.input(shard)))
+    table = {p.task_id: p for p in (Problem.from_dict(d) for d in read_records(run.problems))}
+    records = list(read_records(run.input(shard)))
     if len(records) != rows_expected:
         raise ClusterError(f"{run.input(shard)} holds {len(records)} rows, the manifest says {rows_expected}: the run directory is damaged; delete it")
     ready: dict[int, GradeResult] = {}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox.cluster import write_atomic
+from sandbox.cluster import read_records, write_atomic
 
 
 def fingerprint(value: Any) -> str:
@@ -46,8 +46,7 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return list(read_records(path))
 
 
 def read_json(path: Path) -> Any:
