@@ -3,6 +3,7 @@ the method's own fields beside the generic ones)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -96,3 +97,8 @@ class QRPOConfig(TrainingArguments):
         if self.loss_type == "simpo":
             self.precompute_ref_log_probs = False  # SimPO is reference-free: no pass, no reference model
         super().__post_init__()
+
+
+def unknown_arguments(names: Iterable[str]) -> list[str]:
+    """The names that are not QRPOConfig (TrainingArguments included) fields, sorted: checked before a run."""
+    return sorted(set(names) - set(QRPOConfig.__dataclass_fields__))

@@ -43,11 +43,10 @@ def train(spec: dict[str, Any]) -> Path:
     from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
-    from qrpo.config import QRPOConfig
-    from qrpo.trainer import QRPOTrainer, _load_model
+    from qrpo.config import QRPOConfig, unknown_arguments
+    from qrpo.trainer import QRPOTrainer, load_model
 
-    fields = set(QRPOConfig.__dataclass_fields__)
-    unknown = sorted(set(spec["args"]) - fields)
+    unknown = unknown_arguments(spec["args"])
     if unknown:
         raise ValueError(f"unknown training argument(s) {unknown}; see QRPOConfig / transformers.TrainingArguments")
     args = QRPOConfig(**spec["args"])
@@ -55,7 +54,7 @@ def train(spec: dict[str, Any]) -> Path:
         print(f"qrpo.train: {args.output_dir} holds a finished run; nothing to do (delete it to train again)")
         return Path(args.output_dir)
     model_path = spec["model_name_or_path"]
-    model = _load_model(model_path, args)
+    model = load_model(model_path, args)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     eval_dataset = load_from_disk(spec["eval_dataset"]) if spec.get("eval_dataset") else None
     trainer = QRPOTrainer(

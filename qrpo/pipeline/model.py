@@ -108,6 +108,9 @@ def warm_up(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, tin
 
     from .progress import bar as progress_bar
 
+    from qrpo.logprobs import SequenceCollator
+
+    collate = SequenceCollator(pad_id, padding_free=False)
     torch.manual_seed(tiny.seed)
     rng = random.Random(tiny.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tiny.warmup_learning_rate)
@@ -115,16 +118,9 @@ def warm_up(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, tin
     losses = []
     bar = progress_bar(range(tiny.warmup_steps), desc="tiny model warm-up", unit="step")
     for _ in bar:
-        batch = [sequences[rng.randrange(len(sequences))] for _ in range(tiny.warmup_batch_size)]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad_id)
-        labels = torch.full((len(batch), width), -100)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, (ids, start) in enumerate(batch):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention[i, : len(ids)] = 1
-            labels[i, start: len(ids)] = torch.tensor(ids[start:])
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        picks = [sequences[rng.randrange(len(sequences))] for _ in range(tiny.warmup_batch_size)]
+        batch = collate([{"prompt_ids": ids[:start], "completion_ids": ids[start:]} for ids, start in picks])
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -63,7 +63,10 @@ class Sampler:
 
     def model(self) -> Any:
         if self._model is None:
+            from trl.trainer.utils import add_fused_lm_head
+
             self._model = load_causal_lm(self.model_path, self.dtype, self.device)
+            add_fused_lm_head(self._model)  # for log_probs; generation keeps the original forward
         return self._model
 
     def prompt_ids(self, prompt: list[dict[str, str]]) -> list[int]:
@@ -156,39 +159,22 @@ class Sampler:
         """Sum of log p(completion token | prefix) over the completion's tokens (the end-of-sequence token not
         included: a completion cut at max_new_tokens has none), one per (prompt, completion).
 
-        Rows are left-padded so every completion ends at the last position, and only the logits of the last
-        (longest completion + 1) positions are computed: a 128k vocabulary times whole sequences would not fit."""
+        The trainer's own computation (`qrpo.logprobs`): padded rows, TRL's fused LM head, which scores only
+        completion tokens and never builds the (tokens x vocabulary) logits, a 128k vocabulary would not fit."""
         import torch
 
+        from qrpo.logprobs import SequenceCollator, sequence_logps
+
         model = self.model()
-        pad = self.tokenizer.pad_token_id
+        collate = SequenceCollator(self.tokenizer.pad_token_id, padding_free=False)
         order = sorted(range(len(prompts)), key=lambda i: len(completions[i]))  # similar lengths batch together
         results: dict[int, float] = {}
         for start in range(0, len(order), batch_size):
             picked = order[start: start + batch_size]
-            rows = [(self.prompt_ids(prompts[i]), completions[i]) for i in picked]
-            width = max(len(p) + len(c) for p, c in rows)
-            keep = max(len(c) for _, c in rows) + 1
-            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, (p, c) in enumerate(rows):
-                input_ids[r, width - len(p) - len(c):] = torch.tensor(p + c)
-                attention[r, width - len(p) - len(c):] = 1
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device),
-                      "position_ids": positions.to(model.device)}
+            batch = collate([{"prompt_ids": self.prompt_ids(prompts[i]), "completion_ids": completions[i]} for i in picked])
             with torch.no_grad():
-                try:
-                    logits = model(**inputs, logits_to_keep=keep).logits
-                except TypeError:  # a model without logits_to_keep
-                    logits = model(**inputs).logits[:, -keep:]
-            for r, (_, c) in enumerate(rows):
-                if not c:
-                    results[picked[r]] = 0.0
-                    continue
-                predicting = logits[r, keep - len(c) - 1: keep - 1].float()  # position t predicts token t + 1
-                targets = torch.tensor(c, device=predicting.device).unsqueeze(-1)
-                results[picked[r]] = float(torch.log_softmax(predicting, dim=-1).gather(-1, targets).sum())
+                values = sequence_logps(model, {k: v.to(model.device) for k, v in batch.items()})
+            results.update(zip(picked, values.tolist()))
         return [results[i] for i in range(len(prompts))]
 
 

@@ -105,11 +105,10 @@ def check_args(config: PipelineConfig) -> None:
     runs = expand_sweep(config)
     if not runs:
         return
-    from qrpo.config import QRPOConfig
+    from qrpo.config import unknown_arguments
 
-    fields = set(QRPOConfig.__dataclass_fields__)
     for where, args in [("train.args", config.train.args)] + [(f"train.sweep run {r.name!r}", r.args) for r in runs]:
-        unknown = sorted(set(args) - fields)
+        unknown = unknown_arguments(args)
         if unknown:
             raise ConfigError(f"unknown training argument {unknown[0]!r} in {where}; use a QRPOConfig / transformers.TrainingArguments field (see `python -m qrpo.train --help`)")
 

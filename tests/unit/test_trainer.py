@@ -13,7 +13,8 @@ from qrpo.config import QRPOConfig
 from qrpo.losses import qrpo_loss
 from qrpo.quantile import quantile_rewards
 from qrpo.tiny import tiny_llama, train_tokenizer
-from qrpo.trainer import DatasetError, QRPOTrainer, SequenceCollator, sequence_logps
+from qrpo.logprobs import SequenceCollator, sequence_logps
+from qrpo.trainer import DatasetError, QRPOTrainer
 
 SOLUTIONS = [f"def add_{i}(x):\n    return x + {i}\n" for i in range(24)] + [
     f"def mul_{i}(x):\n    return x * {i}\n" for i in range(24)
