@@ -70,6 +70,10 @@ def train(spec: dict[str, Any]) -> Path:
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(args.output_dir)
         trainer.save_state()
+    # Every process leaves together and takes its process group down: a rank that exits while rank 0 is still
+    # saving aborts in gloo's teardown ("terminate called without an active exception", seen in CI).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return Path(args.output_dir)
 
 
