@@ -95,6 +95,26 @@ def test_two_data_parallel_processes_match_one_process(workdir):
     assert steps("two") == pytest.approx(steps("one"), rel=1e-5)
 
 
+def test_fsdp2_reference_pass_matches_one_process(workdir):
+    """Under FSDP2 (2 gloo processes) the reference log-probs run through an FSDP-sharded module, and equal one
+    process's; the weight fingerprint, computed from the full weights even when each rank holds a shard, names
+    the same cache file."""
+    script = Path(__file__).with_name("fsdp_reference.py")
+    single = run([sys.executable, str(script), str(workdir), str(workdir / "ref-single.json")], workdir)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    sharded = run([*torchrun, str(script), str(workdir), str(workdir / "ref-fsdp2.json"), "fsdp2"], workdir)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    one, two = (json.loads((workdir / f"ref-{name}.json").read_text()) for name in ("single", "fsdp2"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["passes"] == ["LlamaForCausalLM"] and two["passes"] == ["FSDPLlamaForCausalLM"]
+    flat = lambda rows: [value for row in rows for value in row]  # noqa: E731
+    assert flat(two["ref_logps"]) == pytest.approx(flat(one["ref_logps"]), abs=1e-4) and len(one["ref_logps"]) == 16
+    assert two["sharded_parameters"] > 0  # the copy really is sharded: its fingerprint had to gather
+    assert one["weights"] == two["weights"] == two["sharded_weights"]
+    assert one["cache_files"] == two["cache_files"] and len(one["cache_files"]) == 1
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -186,6 +186,20 @@ def test_reference_log_probs_are_cached_and_reused(tokenizer, tmp_path):
     assert other_model.ref_log_probs_cache_hits == 0
 
 
+def test_a_sweep_reuses_the_reference_log_probs(tokenizer, tmp_path):
+    """The cache key is the token ids, the weights and the precision: other training arguments (beta, ties, the
+    output folder: a sweep) find the same entry; other tokens (a shorter completion cap) make another."""
+    rows = pointwise_rows(8)
+    first = trainer_for(tokenizer, tmp_path, rows, beta=0.1)
+    a = first._with_ref_logps(first.train_dataset, "train")["ref_logps"]
+    other_run = trainer_for(tokenizer, tmp_path, rows, beta=0.3, ties="random", output_dir=str(tmp_path / "run-2"))
+    assert other_run._with_ref_logps(other_run.train_dataset, "train")["ref_logps"] == a
+    assert other_run.ref_log_probs_cache_hits == 1
+    other_tokens = trainer_for(tokenizer, tmp_path, rows, max_completion_length=4)
+    other_tokens._with_ref_logps(other_tokens.train_dataset, "train")
+    assert other_tokens.ref_log_probs_cache_hits == 0
+
+
 # ---------------------------------------------------------------------------------------- gradients
 
 
