@@ -146,12 +146,12 @@ class BuildConfig:
 
 @dataclass
 class TrainConfig:
-    """The `train` stage: one run of `qrpo.train` per entry of the sweep.
+    """The `train` stage: one run of `qrpo.training_run` per entry of the sweep.
 
     `args` are QRPOConfig / TrainingArguments fields shared by every run; each `sweep` entry adds its own,
     and a list value makes a grid (`beta: [0.003, 0.01]` is two runs). An entry's `name` names the run."""
 
-    launcher: str = "python"  # python: `python -m qrpo.train`; accelerate: `accelerate launch`
+    launcher: str = "python"  # python: `python -m qrpo.training_run`; accelerate: `accelerate launch`
     accelerate_config: str | None = None  # a name in qrpo/configs/accelerate (e.g. zero3) or a path
     total_batch_size: int | None = None  # sets gradient_accumulation_steps from the processes and per-device batch
     args: dict[str, Any] = field(default_factory=dict)

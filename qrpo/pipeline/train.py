@@ -1,12 +1,12 @@
-"""Stage `train`: one `qrpo.train` run per entry of the sweep, here or as SLURM jobs.
+"""Stage `train`: one `qrpo.training_run` run per entry of the sweep, here or as SLURM jobs.
 
 Each run gets `train/<name>/spec.json` (the reference model, the `build/train` table and its QRPOConfig
-arguments) and trains into `train/<name>/model` (checkpoints `checkpoint-N` inside). `qrpo.train` resumes
+arguments) and trains into `train/<name>/model` (checkpoints `checkpoint-N` inside). `qrpo.training_run` resumes
 from the last checkpoint, so an interrupted run continues where it stopped; a finished run (its
 trainer_state.json is written last) is skipped. Runs are added to a sweep without retraining the others.
 
-Launchers: `python -m qrpo.train SPEC` (one process: CPU, one GPU), or `accelerate launch [--config_file
-qrpo/configs/accelerate/X.yaml] -m qrpo.train SPEC`; on SLURM with several nodes, one launcher per node.
+Launchers: `python -m qrpo.training_run SPEC` (one process: CPU, one GPU), or `accelerate launch [--config_file
+qrpo/configs/accelerate/X.yaml] -m qrpo.training_run SPEC`; on SLURM with several nodes, one launcher per node.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def check_args(config: PipelineConfig) -> None:
     for where, args in [("train.args", config.train.args)] + [(f"train.sweep run {r.name!r}", r.args) for r in runs]:
         unknown = unknown_arguments(args)
         if unknown:
-            raise ConfigError(f"unknown training argument {unknown[0]!r} in {where}; use a QRPOConfig / transformers.TrainingArguments field (see `python -m qrpo.train --help`)")
+            raise ConfigError(f"unknown training argument {unknown[0]!r} in {where}; use a QRPOConfig / transformers.TrainingArguments field (see `python -m qrpo.training_run --help`)")
 
 
 def accelerate_config_path(value: str) -> str:
@@ -160,14 +160,14 @@ def run(ctx: Any) -> dict[str, Any]:
 
 def train_run_process(spec_path: str, launcher: str, accelerate_config: str | None, nodes: int, threads: int | None) -> str:
     """Launch one training run and wait for it (here, or inside a SLURM job on each of its nodes)."""
-    command = [sys.executable, "-m", "qrpo.train", spec_path]
+    command = [sys.executable, "-m", "qrpo.training_run", spec_path]
     if launcher == "accelerate":
         command = [sys.executable, "-m", "accelerate.commands.launch"]
         if accelerate_config:
             command += ["--config_file", accelerate_config_path(accelerate_config)]
         if nodes > 1:
             command += _multi_node_options(nodes)
-        command += ["-m", "qrpo.train", spec_path]
+        command += ["-m", "qrpo.training_run", spec_path]
     env = thread_env(threads)
     log = Path(spec_path).parent / "train.log"
     print(f"qrpo train: {' '.join(command)}  (output also in {log})", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""The training entry point as users launch it: `python -m qrpo.train SPEC.json`, and data parallel over
+"""The training entry point as users launch it: `python -m qrpo.training_run SPEC.json`, and data parallel over
 two processes (torchrun, which `accelerate launch --multi_gpu` runs underneath; gloo on CPU)."""
 
 from __future__ import annotations
@@ -73,22 +73,22 @@ def log_history(root: Path, name: str) -> list[dict]:
 
 def test_entry_point_trains_saves_and_resumes(workdir):
     spec = write_spec(workdir, "single", per_device_train_batch_size=4, save_strategy="steps", save_steps=1)
-    done = run([sys.executable, "-m", "qrpo.train", str(spec)], workdir)
+    done = run([sys.executable, "-m", "qrpo.training_run", str(spec)], workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     out = workdir / "out-single"
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "checkpoint-2").is_dir()
-    again = run([sys.executable, "-m", "qrpo.train", str(spec)], workdir)  # resumes at the end: no new step
+    again = run([sys.executable, "-m", "qrpo.training_run", str(spec)], workdir)  # resumes at the end: no new step
     assert again.returncode == 0, again.stderr[-3000:]
     assert "'loss'" not in again.stdout + again.stderr
 
 
 def test_two_data_parallel_processes_match_one_process(workdir):
     """Batch 4 on one process, or 2 + 2 on two: the same loss and the same gradient norm, step by step."""
-    one = run([sys.executable, "-m", "qrpo.train", str(write_spec(workdir, "one", per_device_train_batch_size=4))], workdir)
+    one = run([sys.executable, "-m", "qrpo.training_run", str(write_spec(workdir, "one", per_device_train_batch_size=4))], workdir)
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    two = run([*torchrun, "-m", "qrpo.train", str(write_spec(workdir, "two", per_device_train_batch_size=2))], workdir)
+    two = run([*torchrun, "-m", "qrpo.training_run", str(write_spec(workdir, "two", per_device_train_batch_size=2))], workdir)
     assert two.returncode == 0, two.stderr[-3000:]
     steps = lambda name: [v for e in log_history(workdir, name) if "loss" in e for v in (e["loss"], e["grad_norm"], e["epoch"])]
     assert len(steps("one")) == 6
@@ -129,10 +129,10 @@ def test_bad_specs_fail_fast_with_one_line(workdir, change, message):
     spec.update(change)
     path = workdir / "spec-bad.json"
     path.write_text(json.dumps(spec))
-    done = run([sys.executable, "-m", "qrpo.train", str(path)], workdir)
+    done = run([sys.executable, "-m", "qrpo.training_run", str(path)], workdir)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("qrpo.train: ") and message in last, done.stderr[-2000:]
+    assert last.startswith("qrpo.training_run: ") and message in last, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["single_gpu", "ddp", "zero1", "zero3", "fsdp2"])
