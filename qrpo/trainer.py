@@ -87,7 +87,8 @@ def _check_columns(dataset: Dataset, args: QRPOConfig, name: str) -> bool:
     if args.loss_type in PAIRED_LOSS_TYPES and not paired:
         raise DatasetError(
             f"{name} dataset: loss_type={args.loss_type!r} needs paired rows (columns {', '.join(PAIRED_COLUMNS)}), "
-            f"but it has {sorted(columns)}; build pairs with `qrpo build CONFIG --set build.pairs=offpolicy10random`, or use loss_type='qrpo'"
+            f"but it has {sorted(columns)}; build pairs with `qrpo build CONFIG --set build.pairs=offpolicy10random`, "
+            "or use loss_type='qrpo'"
         )
     missing = [c for c in needed if c not in columns]
     if missing:
@@ -111,13 +112,15 @@ def _check_rows(dataset: Dataset, args: QRPOConfig, paired: bool, name: str) -> 
         for field in rewards:
             for row, value in enumerate(dataset[field]):
                 if value is None or not math.isfinite(value):
-                    raise DatasetError(f"{name} dataset row {row}: field {field!r} is {value}; give a finite reward or drop the row")
+                    raise DatasetError(f"{name} dataset row {row}: field {field!r} is {value}; "
+                                       "give a finite reward or drop the row")
     if args.loss_type != "qrpo":
         return
     lengths: set[int] = set()
     for row, refs in enumerate(dataset["ref_rewards"]):
         if refs is None or any(r is None or not math.isfinite(r) for r in refs):
-            raise DatasetError(f"{name} dataset row {row}: field 'ref_rewards' holds a missing or NaN reward; regrade it or drop the row")
+            raise DatasetError(f"{name} dataset row {row}: field 'ref_rewards' holds a missing or NaN reward; "
+                               "regrade it or drop the row")
         if args.num_ref_rewards is not None and len(refs) < args.num_ref_rewards:
             raise DatasetError(
                 f"{name} dataset row {row}: field 'ref_rewards' has {len(refs)} rewards but num_ref_rewards="

@@ -28,7 +28,8 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         raise SystemExit(f"qrpo.training_run: spec {path} does not exist; write one (see `python -m qrpo.training_run --help`)")
     spec = read_json(path)
     if not isinstance(spec, dict):
-        raise SystemExit(f"qrpo.training_run: spec {path} is not a JSON object; write one (see `python -m qrpo.training_run --help`)")
+        raise SystemExit(f"qrpo.training_run: spec {path} is not a JSON object; "
+                         "write one (see `python -m qrpo.training_run --help`)")
     unknown = set(spec) - KNOWN_KEYS
     if unknown:
         raise SystemExit(f"qrpo.training_run: unknown key(s) {sorted(unknown)} in {path}; valid keys: {sorted(KNOWN_KEYS)}")
@@ -37,7 +38,8 @@ def load_spec(path: str | Path) -> dict[str, Any]:
             raise SystemExit(f"qrpo.training_run: {path} lacks {key!r}")
     for key in ("train_dataset", "eval_dataset"):
         if key in spec and not Path(spec[key]).is_dir():
-            raise SystemExit(f"qrpo.training_run: {key} {spec[key]} is not a directory saved with Dataset.save_to_disk; run `qrpo build` first")
+            raise SystemExit(f"qrpo.training_run: {key} {spec[key]} is not a directory saved with Dataset.save_to_disk; "
+                             "run `qrpo build` first")
     return spec
 
 

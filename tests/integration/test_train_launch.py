@@ -85,12 +85,15 @@ def test_entry_point_trains_saves_and_resumes(workdir):
 
 def test_two_data_parallel_processes_match_one_process(workdir):
     """Batch 4 on one process, or 2 + 2 on two: the same loss and the same gradient norm, step by step."""
-    one = run([sys.executable, "-m", "qrpo.training_run", str(write_spec(workdir, "one", per_device_train_batch_size=4))], workdir)
+    one = run([sys.executable, "-m", "qrpo.training_run", str(write_spec(workdir, "one", per_device_train_batch_size=4))],
+              workdir)
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     two = run([*torchrun, "-m", "qrpo.training_run", str(write_spec(workdir, "two", per_device_train_batch_size=2))], workdir)
     assert two.returncode == 0, two.stderr[-3000:]
-    steps = lambda name: [v for e in log_history(workdir, name) if "loss" in e for v in (e["loss"], e["grad_norm"], e["epoch"])]
+    def steps(name: str) -> list[float]:
+        return [v for e in log_history(workdir, name) if "loss" in e for v in (e["loss"], e["grad_norm"], e["epoch"])]
+
     assert len(steps("one")) == 6
     assert steps("two") == pytest.approx(steps("one"), rel=1e-5)
 
@@ -108,8 +111,8 @@ def test_fsdp2_reference_pass_matches_one_process(workdir):
     one, two = (json.loads((workdir / f"ref-{name}.json").read_text()) for name in ("single", "fsdp2"))
     assert (one["processes"], two["processes"]) == (1, 2)
     assert one["passes"] == ["LlamaForCausalLM"] and two["passes"] == ["FSDPLlamaForCausalLM"]
-    flat = lambda rows: [value for row in rows for value in row]  # noqa: E731
-    assert flat(two["ref_logps"]) == pytest.approx(flat(one["ref_logps"]), abs=1e-4) and len(one["ref_logps"]) == 16
+    one_logps, two_logps = ([value for row in result["ref_logps"] for value in row] for result in (one, two))
+    assert two_logps == pytest.approx(one_logps, abs=1e-4) and len(one_logps) == 16
     assert two["sharded_parameters"] > 0  # the copy really is sharded: its fingerprint had to gather
     assert one["weights"] == two["weights"] == two["sharded_weights"]
     assert one["cache_files"] == two["cache_files"] and len(one["cache_files"]) == 1
