@@ -31,6 +31,7 @@ from sandbox.problem import Granularity
 from .prompts import PromptStyle
 from .sampling import DType, Engine
 
+# TODO(h18s merge): sandbox.problem.ExecutorKind (the same two values, for sharded grading) replaces this one.
 ExecutorKind = Literal["local", "slurm"]  # where the heavy work runs (`executor.make_executor`)
 PairTies = Literal["keep", "drop"]  # pairs whose two rewards are equal: kept (the paper) or left out
 Launcher = Literal["python", "accelerate"]  # how a training run starts (`python -m` or `accelerate launch`)
@@ -69,6 +70,7 @@ def _numbers(value: Any) -> Any:
 
 
 def _backend(value: str) -> str:
+    # TODO(h18s merge): sandbox.problem.BackendChoice (a Literal) replaces this registry lookup once it is on main.
     from sandbox.backends import BACKENDS
 
     return _one_of(value, ("auto", *BACKENDS))

@@ -142,10 +142,6 @@ class RunLayout:
     def policy(self, folder_name: str) -> Path:
         return self.stage("evaluate") / "policies" / folder_name
 
-    @property
-    def report_json(self) -> Path:
-        return self.stage("evaluate") / "report.json"
-
 
 def _step(name: str) -> int:
     suffix = name.split("-", 1)[1] if "-" in name else ""
