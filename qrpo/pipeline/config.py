@@ -73,10 +73,7 @@ def _backend(value: str) -> str:
     # TODO(h18s merge): sandbox.problem.BackendChoice (a Literal) replaces this registry lookup once it is on main.
     from sandbox.backends import BACKENDS
 
-    return _one_of(value, ("auto", *BACKENDS))
-
-
-def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    choices = ("auto", *BACKENDS)
     if value not in choices:
         raise ValueError(f"is {value!r}; choose one of: {', '.join(choices)}")
     return value
