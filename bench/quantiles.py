@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,15 +25,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from qrpo.quantile import quantile_rewards  # noqa: E402
 
+T = TypeVar("T")
 
-def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+
+def best_of(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
     """Fastest of a few runs, and the result."""
-    times, result = [], None
+    times: list[float] = []
+    results: list[T] = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = fn()
+        results.append(fn())
         times.append(time.perf_counter() - start)
-    return min(times), result
+    return min(times), results[-1]
 
 
 def compare(prompts: int, samples_per_prompt: int, references: int, repeats: int) -> float:
@@ -50,7 +54,7 @@ def compare(prompts: int, samples_per_prompt: int, references: int, repeats: int
                                     repeats)
     sorted_s, fast = best_of(lambda: quantile_rewards(rewards_t, refs_t, method="sorted").reshape(-1), repeats)
     assert torch.equal(fast, expected), "sorted path disagrees with the broadcast formula"
-    del rows_t
+    rows_t = torch.empty(0)  # its memory is free for the numpy part
 
     # numpy: the pipeline's path on nodes without torch
     rows_np = np.repeat(refs, samples_per_prompt, axis=0)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -38,10 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qrpo.config import QRPOConfig  # noqa: E402
 from qrpo.trainer import QRPOTrainer  # noqa: E402
 
-SIZES = {  # Llama 3.2 1B and 3B shapes, Llama 3 vocabulary
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=1024),
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-    "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, vocab_size=128256),
+SIZES: dict[str, dict[str, Any]] = {  # Llama 3.2 1B and 3B shapes, Llama 3 vocabulary
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 vocab_size=1024),
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+               vocab_size=128256),
+    "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
+               vocab_size=128256),
 }
 WORDS = 1000  # the tokenizer's words: one token each, so lengths are exact
 
@@ -53,7 +57,8 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3} | {f"w{i}": i + 4 for i in range(WORDS)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>")
 
 
 def words(rng: random.Random, mean: int) -> str:
@@ -94,11 +99,12 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def build_model(size: str, dtype: torch.dtype, attention: str) -> LlamaForCausalLM:
+def build_model(size: str, dtype: torch.dtype, attention: str) -> Any:
     torch.manual_seed(0)
     config = LlamaConfig(**SIZES[size], max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     config._attn_implementation = attention
-    return LlamaForCausalLM(config).to(dtype)
+    model: Any = LlamaForCausalLM(config)
+    return model.to(dtype)
 
 
 def packed_attention() -> str:
@@ -145,7 +151,7 @@ def run_method(name: str, options: argparse.Namespace, pointwise: Dataset, paire
     completions_per_step = options.completions_per_step
     start = time.perf_counter()
     if name in ("a", "b"):
-        args = QRPOConfig(
+        args: Any = QRPOConfig(
             **common,
             per_device_train_batch_size=completions_per_step,
             per_device_eval_batch_size=completions_per_step,
@@ -155,7 +161,7 @@ def run_method(name: str, options: argparse.Namespace, pointwise: Dataset, paire
             max_prompt_length=None,
             max_completion_length=None,
         )
-        trainer = QRPOTrainer(model=model, args=args, train_dataset=pointwise, processing_class=tokenizer, callbacks=[timer])
+        trainer: Any = QRPOTrainer(model=model, args=args, train_dataset=pointwise, processing_class=tokenizer, callbacks=[timer])
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -217,7 +223,8 @@ def main() -> None:
     pointwise, paired, tokens = make_data(pairs, options.prompt_tokens, options.completion_tokens)
     options.completion_tokens_per_completion = tokens / len(pointwise)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (float32)"
-    print(f"{options.size} Llama on {device}: {len(pointwise)} completions, ~{options.prompt_tokens}+{options.completion_tokens} tokens, "
+    print(f"{options.size} Llama on {device}: {len(pointwise)} completions, "
+          f"~{options.prompt_tokens}+{options.completion_tokens} tokens, "
           f"{options.completions_per_step} completions per step, {options.steps} measured steps after {options.warmup}")
     results = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -225,11 +232,14 @@ def main() -> None:
             results.append(run_method(name, options, pointwise, paired, Path(workdir)))
             print(json.dumps(results[-1]), flush=True)
     baseline = next((r for r in results if r["method"] == "c"), results[-1])
-    print("\n| method | attention | completion tok/s | vs (c) | end-to-end tok/s | vs (c) | MFU | peak GiB |\n|---|---|---|---|---|---|---|---|")
+    print("\n| method | attention | completion tok/s | vs (c) | end-to-end tok/s | vs (c) | MFU | peak GiB |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in results:
+        step = r["completion_tokens_per_s"]
+        end_to_end = r["end_to_end_completion_tokens_per_s"]
         print(
-            f"| ({r['method']}) | {r['attention']} | {r['completion_tokens_per_s']:.0f} | {r['completion_tokens_per_s'] / baseline['completion_tokens_per_s']:.2f}x "
-            f"| {r['end_to_end_completion_tokens_per_s']:.0f} | {r['end_to_end_completion_tokens_per_s'] / baseline['end_to_end_completion_tokens_per_s']:.2f}x "
+            f"| ({r['method']}) | {r['attention']} | {step:.0f} | {step / baseline['completion_tokens_per_s']:.2f}x "
+            f"| {end_to_end:.0f} | {end_to_end / baseline['end_to_end_completion_tokens_per_s']:.2f}x "
             f"| {r['mfu']:.1%} | {r['peak_memory_gib']:.1f} |"
         )
     a = next((r for r in results if r["method"] == "a"), None)

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from .pipeline.config import ExecutorKind, PipelineConfig
+
 DEFAULT_CONFIG = "tiny-cpu"
 
 
-def _load(config: str, overrides: tuple[str, ...], output_dir: str | None) -> object:
+def _load(config: str, overrides: tuple[str, ...], output_dir: str | None) -> PipelineConfig:
     from .pipeline.config import ConfigError, load_config
 
     items = list(overrides) + ([f"output_dir={output_dir}"] if output_dir else [])
@@ -31,25 +35,37 @@ def _load(config: str, overrides: tuple[str, ...], output_dir: str | None) -> ob
         raise click.ClickException(str(error)) from None
 
 
-def _guard(action: Callable[[], object]) -> object:
+T = TypeVar("T")
+
+
+def _guard(action: Callable[[], T]) -> T:
     """Run `action`; our errors become one-line messages (exit 1), anything else keeps its traceback."""
+    from sandbox.rundir import LockedError, StaleError
+
     from .pipeline.config import ConfigError
     from .pipeline.errors import StageError
 
     try:
         return action()
-    except (ConfigError, StageError) as error:
+    except (ConfigError, StageError, StaleError, LockedError) as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         click.echo("interrupted; rerun the same command to resume (finished work is kept)", err=True)
         sys.exit(130)
 
 
+def _executors() -> list[str]:
+    from .pipeline.config import EXECUTORS
+
+    return list(EXECUTORS)
+
+
 config_argument = click.argument("config", required=False, default=DEFAULT_CONFIG)
 set_option = click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a config key, e.g. --set generate.num_samples=4 (repeatable).")
-output_option = click.option("--output-dir", "-o", default=None, help="Where the stages write (default: the config's output_dir).")
-executor_option = click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+output_option = click.option("--output-dir", "-o", default=None,
+                             help="Where the stages write (default: the config's output_dir).")
+executor_option = click.option("--executor", type=click.Choice(_executors()), default=None,
                                help="Run the heavy work here or as SLURM jobs (default: the config's executor).")
 
 
@@ -71,10 +87,12 @@ def main() -> None:
 @main.command()
 @config_argument
 @executor_option
-@click.option("--force", "force", multiple=True, metavar="STAGE", help="Redo STAGE and the stages after it (repeatable; `all` redoes everything).")
+@click.option("--force", "force", multiple=True, metavar="STAGE",
+              help="Redo STAGE and the stages after it (repeatable; `all` redoes everything).")
 @set_option
 @output_option
-def run(config: str, executor: str | None, force: tuple[str, ...], overrides: tuple[str, ...], output_dir: str | None) -> None:
+def run(config: str, executor: ExecutorKind | None, force: tuple[str, ...], overrides: tuple[str, ...],
+        output_dir: str | None) -> None:
     """Run every stage in order, skipping the finished ones; print where the report and plots are.
 
     \b
@@ -82,17 +100,17 @@ def run(config: str, executor: str | None, force: tuple[str, ...], overrides: tu
       qrpo run qrpo/configs/tiny-cpu.yaml
       qrpo run qrpo/configs/leetcode-paper.yaml --executor slurm --force evaluate
     """
-    from .pipeline.runner import Pipeline
-    from .pipeline.train import check_args
+    from .pipeline.driver import Pipeline
+    from .pipeline.sweep import check_args
 
     cfg = _load(config, overrides, output_dir)
 
     def action() -> None:
-        check_args(cfg)  # type: ignore[arg-type]
-        pipeline = Pipeline(cfg, executor)  # type: ignore[arg-type]
+        check_args(cfg)
+        pipeline = Pipeline(cfg, executor)
         with pipeline.lock():
             ran = pipeline.run_all(force)
-        record = pipeline.run_dir.record("evaluate")
+        record = pipeline.layout.record("evaluate")
         click.echo(f"stages run: {', '.join(ran) or 'none (all done already)'}")
         if record is not None:
             click.echo(f"report: {record.summary.get('report')}")
@@ -112,13 +130,13 @@ def status(config: str, overrides: tuple[str, ...], output_dir: str | None) -> N
     Example:
       qrpo status qrpo/configs/tiny-cpu.yaml
     """
-    from .pipeline.runner import Pipeline
+    from .pipeline.driver import Pipeline
 
     cfg = _load(config, overrides, output_dir)
 
     def action() -> None:
-        pipeline = Pipeline(cfg)  # type: ignore[arg-type]
-        click.echo(f"{cfg.name}: {pipeline.run_dir.root}")  # type: ignore[attr-defined]
+        pipeline = Pipeline(cfg)
+        click.echo(f"{cfg.name}: {pipeline.layout.root}")
         for stage, state, detail in pipeline.status():
             click.echo(f"  {stage:<9} {state:<10} {detail}")
 
@@ -133,16 +151,17 @@ def _stage_command(name: str, summary: str) -> None:
     @click.option("--force", is_flag=True, help="Delete this stage's output and redo it.")
     @set_option
     @output_option
-    def command(config: str, executor: str | None, force: bool, overrides: tuple[str, ...], output_dir: str | None) -> None:
-        from .pipeline.runner import Pipeline
-        from .pipeline.train import check_args
+    def command(config: str, executor: ExecutorKind | None, force: bool, overrides: tuple[str, ...],
+                output_dir: str | None) -> None:
+        from .pipeline.driver import Pipeline
+        from .pipeline.sweep import check_args
 
         cfg = _load(config, overrides, output_dir)
 
         def action() -> None:
             if name == "train":
-                check_args(cfg)  # type: ignore[arg-type]
-            pipeline = Pipeline(cfg, executor)  # type: ignore[arg-type]
+                check_args(cfg)
+            pipeline = Pipeline(cfg, executor)
             with pipeline.lock():
                 pipeline.run_stage(name, force=force)
 
@@ -150,10 +169,10 @@ def _stage_command(name: str, summary: str) -> None:
 
 
 def _register() -> None:
-    from .pipeline.runner import STAGES
+    from .pipeline.stages import STAGES
 
-    for name, summary in STAGES.items():
-        _stage_command(name, summary)
+    for name, stage in STAGES.items():
+        _stage_command(name, stage.SUMMARY)
 
 
 _register()

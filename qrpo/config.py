@@ -5,12 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from transformers import TrainingArguments
 
-LOSS_TYPES = ("qrpo", "dpo", "simpo", "rebel")
-PAIRED_LOSS_TYPES = ("dpo", "simpo", "rebel")
-SAMPLE_SELECTORS = ("both", "chosen", "rejected", "random")
+from qrpo.losses import LOSS_TYPES, REGRESSION_LOSSES, TRANSFORMS, LossType, RegressionLoss, Transform
+from qrpo.quantile import TIES, Ties
+
+# QRPO on paired rows: which completions of each pair become pointwise samples (the trainer's `_unpair`).
+SampleSelector = Literal["both", "chosen", "rejected", "random"]
+SAMPLE_SELECTORS: tuple[SampleSelector, ...] = get_args(SampleSelector)
+
+# The fields with a closed set of values, and those values (from the modules that own them).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss_type": LOSS_TYPES,
+    "transform": TRANSFORMS,
+    "regression_loss": REGRESSION_LOSSES,
+    "ties": TIES,
+    "sample_selector": SAMPLE_SELECTORS,
+}
 
 
 @dataclass
@@ -21,17 +34,16 @@ class QRPOConfig(TrainingArguments):
     sweep, identity transform, quantile ties "upper", learning rate 3e-7, cosine schedule, 10% warmup).
     """
 
-    loss_type: str = field(
-        default="qrpo",
-        metadata={"help": "qrpo (pointwise), or a paired baseline: dpo, simpo, rebel.", "choices": LOSS_TYPES},
+    loss_type: LossType = field(
+        default="qrpo", metadata={"help": "qrpo (pointwise), or a paired baseline: dpo, simpo, rebel."}
     )
     beta: float = field(default=1e-2, metadata={"help": "KL coefficient (SimPO: the reward scale)."})
-    transform: str = field(
+    transform: Transform = field(
         default="identity",
         metadata={"help": "f applied to the quantile reward: identity, log, normal-icdf, scaled-normal-icdf, sqrt, square."},
     )
-    regression_loss: str = field(default="mse", metadata={"help": "QRPO's regression loss: mse (the paper) or mae."})
-    ties: str = field(default="upper", metadata={"help": "Quantile ties: upper (the paper), mid or random."})
+    regression_loss: RegressionLoss = field(default="mse", metadata={"help": "QRPO's regression loss: mse (the paper) or mae."})
+    ties: Ties = field(default="upper", metadata={"help": "Quantile ties: upper (the paper), mid or random."})
     num_ref_rewards: int | None = field(
         default=None,
         metadata={"help": "Use the first N reference rewards of each row for the quantile (default: all of them)."},
@@ -39,12 +51,8 @@ class QRPOConfig(TrainingArguments):
     approximate_log_z: bool = field(
         default=False, metadata={"help": "The paper's log Z = log beta + 1/beta for identity, instead of the exact one."}
     )
-    sample_selector: str = field(
-        default="both",
-        metadata={
-            "help": "QRPO on paired rows: which completions become pointwise samples.",
-            "choices": SAMPLE_SELECTORS,
-        },
+    sample_selector: SampleSelector = field(
+        default="both", metadata={"help": "QRPO on paired rows: which completions become pointwise samples."}
     )
     simpo_gamma_beta_ratio: float = field(default=0.5, metadata={"help": "SimPO's gamma / beta."})
     max_prompt_length: int | None = field(
@@ -82,14 +90,9 @@ class QRPOConfig(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept: the trainer selects its own columns."})
 
     def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
-        if self.sample_selector not in SAMPLE_SELECTORS:
-            raise ValueError(f"sample_selector={self.sample_selector!r} is not one of {SAMPLE_SELECTORS}")
-        if self.regression_loss not in ("mse", "mae"):
-            raise ValueError(f"regression_loss={self.regression_loss!r} is not one of ('mse', 'mae')")
-        if self.ties not in ("upper", "mid", "random"):
-            raise ValueError(f"ties={self.ties!r} is not one of ('upper', 'mid', 'random')")
+        problem = invalid_choice({name: getattr(self, name) for name in CHOICES})
+        if problem is not None:
+            raise ValueError(problem)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.num_ref_rewards is not None and self.num_ref_rewards < 1:
@@ -102,3 +105,15 @@ class QRPOConfig(TrainingArguments):
 def unknown_arguments(names: Iterable[str]) -> list[str]:
     """The names that are not QRPOConfig (TrainingArguments included) fields, sorted: checked before a run."""
     return sorted(set(names) - set(QRPOConfig.__dataclass_fields__))
+
+
+def invalid_choice(args: dict[str, Any]) -> str | None:
+    """The first argument whose value is outside its field's choices, as `name=value is not one of (...)`;
+    None if every value is allowed. Lets a pipeline refuse a sweep before any stage runs."""
+    for name, value in args.items():
+        choices = CHOICES.get(name)
+        values = value if isinstance(value, list) else [value]  # a sweep's grid
+        for item in values:
+            if choices is not None and item not in choices:
+                return f"{name}={item!r} is not one of {choices}"
+    return None

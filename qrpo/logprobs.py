@@ -46,7 +46,10 @@ class SequenceCollator:
 
     @staticmethod
     def _packed(sequences: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        input_ids, labels, positions, index = [], [], [], []
+        input_ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        index: list[int] = []
         for i, (prompt, completion) in enumerate(sequences):
             n = len(prompt) + len(completion)
             input_ids += prompt + completion

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,14 @@ import torch.nn.functional as F
 from qrpo.quantile import Ties, quantile_rewards
 
 Transform = Literal["identity", "log", "normal-icdf", "scaled-normal-icdf", "sqrt", "square"]
-TRANSFORMS: tuple[str, ...] = ("identity", "log", "normal-icdf", "scaled-normal-icdf", "sqrt", "square")
-LossType = Literal["mse", "mae"]
+TRANSFORMS: tuple[Transform, ...] = get_args(Transform)
+RegressionLoss = Literal["mse", "mae"]  # QRPO's residual: squared (the paper) or absolute
+REGRESSION_LOSSES: tuple[RegressionLoss, ...] = get_args(RegressionLoss)
+# The training objectives: QRPO (pointwise) and the paired baselines compared with it.
+LossType = Literal["qrpo", "dpo", "simpo", "rebel"]
+PairedLossType = Literal["dpo", "simpo", "rebel"]
+LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
+PAIRED_LOSS_TYPES: tuple[PairedLossType, ...] = get_args(PairedLossType)
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,13 @@ def transform_quantiles(
     if transform in ("normal-icdf", "scaled-normal-icdf"):
         if not 0 < eps <= 0.5:
             raise ValueError(f"{transform} needs min_quantile in (0, 1/2], i.e. N >= 2 references; got {eps}")
-        z = torch.special.ndtri(quantiles.clamp(min=eps, max=1 - eps))
+        z: torch.Tensor = torch.special.ndtri(quantiles.clamp(min=eps, max=1 - eps))
         if transform == "normal-icdf":
             return z
         if scale is None:
             raise ValueError("scaled-normal-icdf needs scale = per-prompt reference std / its training-set mean")
-        return scale * z
+        scaled: torch.Tensor = scale * z
+        return scaled
     if transform == "sqrt":
         return torch.sqrt(quantiles)
     if transform == "square":
@@ -163,7 +170,7 @@ def qrpo_loss(
     beta: float,
     quantiles: torch.Tensor | None = None,
     transform: Transform = "identity",
-    loss: LossType = "mse",
+    loss: RegressionLoss = "mse",
     ties: Ties = "upper",
     exclude_self: bool = False,
     seed: int | None = None,
@@ -185,8 +192,8 @@ def qrpo_loss(
     ``loss``: "mse" (the paper) or "mae".
     """
     _check_beta(beta)
-    if loss not in ("mse", "mae"):
-        raise ValueError(f"loss={loss!r} is not one of ('mse', 'mae')")
+    if loss not in REGRESSION_LOSSES:
+        raise ValueError(f"loss={loss!r} is not one of {REGRESSION_LOSSES}")
     if transform not in TRANSFORMS:
         raise ValueError(f"transform={transform!r} is not one of {TRANSFORMS}")
     if logps.shape != ref_logps.shape or logps.ndim != 1:
@@ -195,12 +202,14 @@ def qrpo_loss(
         )
     log_ratios = logps - ref_logps
 
-    if (quantiles is None) == (rewards is None or ref_rewards is None):
-        raise ValueError("give either rewards and ref_rewards, or quantiles (not both)")
     if quantiles is None:
+        if rewards is None or ref_rewards is None:
+            raise ValueError("give either rewards and ref_rewards, or quantiles (not both)")
         quantiles = quantile_rewards(rewards, ref_rewards, ties=ties, exclude_self=exclude_self, seed=seed)
         if min_quantile is None and ties != "random":
             min_quantile = 1 / (ref_rewards.shape[-1] - int(exclude_self))
+    elif rewards is not None and ref_rewards is not None:
+        raise ValueError("give either rewards and ref_rewards, or quantiles (not both)")
     quantiles = torch.as_tensor(quantiles, device=logps.device).to(log_ratios.dtype)
     if quantiles.shape != logps.shape:
         raise ValueError(f"quantiles {tuple(quantiles.shape)} must have the shape of logps {tuple(logps.shape)}")

@@ -25,7 +25,8 @@ torch itself, so the data pipeline can precompute quantiles for millions of rows
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 Ties = Literal["upper", "mid", "random"]
 Method = Literal["auto", "broadcast", "sorted"]
 
-TIES: tuple[str, ...] = ("upper", "mid", "random")
-METHODS: tuple[str, ...] = ("auto", "broadcast", "sorted")
+TIES: tuple[Ties, ...] = get_args(Ties)
+METHODS: tuple[Method, ...] = get_args(Method)
 
 # "auto" uses the sorted path once each row of references is shared by this many rewards: sorting costs
 # about N log N per row, and each search log N, against N comparisons per reward for broadcasting.
@@ -84,7 +85,7 @@ def reference_std(ref_rewards: Any) -> Any:
     The scaled-normal-icdf transform multiplies by this std divided by its mean over the training set, so
     prompts whose references disagree more get a wider target; compute that mean once with this function.
     """
-    refs = ref_rewards if _is_torch_tensor(ref_rewards) else _as_float_array(ref_rewards, "ref_rewards")
+    refs: Any = ref_rewards if _is_torch_tensor(ref_rewards) else _as_float_array(ref_rewards, "ref_rewards")
     if refs.ndim == 0 or refs.shape[-1] < 2:
         raise ValueError(f"reference_std needs at least 2 references per prompt, got shape {tuple(refs.shape)}")
     return refs.std(dim=-1) if _is_torch_tensor(refs) else refs.std(axis=-1, ddof=1)
@@ -206,7 +207,8 @@ def _quantile_rewards_numpy(
             if use_sorted:
                 return np.searchsorted(sorted_refs, r, side="left" if strict else "right")
             below = refs < r[..., None] if strict else refs <= r[..., None]
-            return below.sum(axis=-1, dtype=np.int32)  # int32 sums bools faster than count_nonzero
+            counts: np.ndarray = below.sum(axis=-1, dtype=np.int32)  # int32 sums bools faster than count_nonzero
+            return counts
 
     else:
         rows = r.reshape(r.shape[0], -1)  # (B, M)
@@ -319,7 +321,8 @@ def _quantile_rewards_torch(
             generator.manual_seed(seed)
         return torch.rand(r.shape, generator=generator, device=r.device, dtype=dtype)
 
-    return _quantiles(count, uniform, n, ties, exclude_self)
+    quantiles: torch.Tensor = _quantiles(count, uniform, n, ties, exclude_self)
+    return quantiles
 
 
 def _sort_rows_torch(refs: torch.Tensor) -> torch.Tensor:

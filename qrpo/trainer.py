@@ -13,28 +13,23 @@ which never materialises the (tokens x vocabulary) logits.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import os
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from datasets import Dataset
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers.utils import logging
 from trl.data_utils import is_conversational, maybe_apply_chat_template
 from trl.trainer.utils import add_fused_lm_head
 
-from transformers.utils import logging
-
-from qrpo.config import PAIRED_LOSS_TYPES, QRPOConfig
+from qrpo import reference
+from qrpo.config import QRPOConfig
 from qrpo.logprobs import SequenceCollator, sequence_logps
-from qrpo.losses import TRANSFORMS, LossOutput, dpo_loss, qrpo_loss, rebel_loss, simpo_loss
+from qrpo.losses import PAIRED_LOSS_TYPES, TRANSFORMS, LossOutput, dpo_loss, qrpo_loss, rebel_loss, simpo_loss
 from qrpo.quantile import quantile_rewards, reference_std
 
 logger = logging.get_logger(__name__)
@@ -92,7 +87,8 @@ def _check_columns(dataset: Dataset, args: QRPOConfig, name: str) -> bool:
     if args.loss_type in PAIRED_LOSS_TYPES and not paired:
         raise DatasetError(
             f"{name} dataset: loss_type={args.loss_type!r} needs paired rows (columns {', '.join(PAIRED_COLUMNS)}), "
-            f"but it has {sorted(columns)}; build pairs with `qrpo build CONFIG --set build.pairs=offpolicy10random`, or use loss_type='qrpo'"
+            f"but it has {sorted(columns)}; build pairs with `qrpo build CONFIG --set build.pairs=offpolicy10random`, "
+            "or use loss_type='qrpo'"
         )
     missing = [c for c in needed if c not in columns]
     if missing:
@@ -116,13 +112,15 @@ def _check_rows(dataset: Dataset, args: QRPOConfig, paired: bool, name: str) -> 
         for field in rewards:
             for row, value in enumerate(dataset[field]):
                 if value is None or not math.isfinite(value):
-                    raise DatasetError(f"{name} dataset row {row}: field {field!r} is {value}; give a finite reward or drop the row")
+                    raise DatasetError(f"{name} dataset row {row}: field {field!r} is {value}; "
+                                       "give a finite reward or drop the row")
     if args.loss_type != "qrpo":
         return
-    lengths = set()
+    lengths: set[int] = set()
     for row, refs in enumerate(dataset["ref_rewards"]):
         if refs is None or any(r is None or not math.isfinite(r) for r in refs):
-            raise DatasetError(f"{name} dataset row {row}: field 'ref_rewards' holds a missing or NaN reward; regrade it or drop the row")
+            raise DatasetError(f"{name} dataset row {row}: field 'ref_rewards' holds a missing or NaN reward; "
+                               "regrade it or drop the row")
         if args.num_ref_rewards is not None and len(refs) < args.num_ref_rewards:
             raise DatasetError(
                 f"{name} dataset row {row}: field 'ref_rewards' has {len(refs)} rewards but num_ref_rewards="
@@ -215,6 +213,7 @@ class QRPOTrainer(Trainer):
         trainer.train()
     """
 
+    args: QRPOConfig
     _tag_names = ["trl", "qrpo"]
     # compute_loss divides by the number of loss items in the whole accumulated (and gathered) batch
     loss_is_scaled_for_ga = True
@@ -260,8 +259,9 @@ class QRPOTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.needs_reference = args.loss_type != "simpo"
         self.ref_model: torch.nn.Module | None = None
-        self._precompute_model = ref_model  # None: the initial policy is the reference
+        self._precompute_model: PreTrainedModel | None = ref_model  # None: the initial policy is the reference
         self.ref_log_probs_cache_hits = 0
+        self._reference_weights: str | None = None
         if self.needs_reference and not args.precompute_ref_log_probs:
             self.ref_model = self._prepare_online_reference(ref_model if ref_model is not None else model)
             self._precompute_model = None
@@ -273,28 +273,25 @@ class QRPOTrainer(Trainer):
         if not hasattr(ref.forward, "__wrapped__"):
             add_fused_lm_head(ref)
         ref.eval().requires_grad_(False)
-        if self.is_deepspeed_enabled:
-            from trl.models.utils import prepare_deepspeed
+        wrapped = reference.wrap_for_engine(ref, self.accelerator)
+        return wrapped if wrapped is not None else self.accelerator.prepare_model(ref, evaluation_mode=True)
 
-            return prepare_deepspeed(ref, self.accelerator)
-        return self.accelerator.prepare_model(ref, evaluation_mode=True)
-
-    def train(self, *args: Any, **kwargs: Any):
+    def train(self, *args: Any, **kwargs: Any) -> Any:
         """Reference log-probs first, while the model is still the initial policy: before a checkpoint to
         resume from is loaded into it, and before any step changes it (the eval sets too)."""
         self._attach_ref_logps()
         return super().train(*args, **kwargs)
 
-    def evaluate(self, *args: Any, **kwargs: Any):
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         self._attach_ref_logps()
         return super().evaluate(*args, **kwargs)
 
     def _attach_ref_logps(self) -> None:
-        if self.train_dataset is not None:
+        if isinstance(self.train_dataset, Dataset):
             self.train_dataset = self._with_ref_logps(self.train_dataset, "train")
         if isinstance(self.eval_dataset, dict):
             self.eval_dataset = {k: self._with_ref_logps(v, f"eval {k}") for k, v in self.eval_dataset.items()}
-        elif self.eval_dataset is not None:
+        elif isinstance(self.eval_dataset, Dataset):
             self.eval_dataset = self._with_ref_logps(self.eval_dataset, "eval")
         self._precompute_model = None  # the reference model is not needed any more
 
@@ -302,67 +299,44 @@ class QRPOTrainer(Trainer):
         """Add the `ref_logps` column, from the cache or from one pass of the reference model."""
         if not self.needs_reference or self.ref_model is not None or "ref_logps" in dataset.column_names:
             return dataset
-        path = self._ref_cache_path(dataset)
-        if path.exists():
-            values = np.load(path)
+        model = self._reference_source()
+        if self._reference_weights is None:  # the same weights for every dataset: hashed once
+            self._reference_weights = reference.weights_fingerprint(model, self.accelerator)
+        precision = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "full"
+        key = reference.cache_key(dataset, self._reference_weights, precision, self.accelerator)
+        path = reference.cache_dir(self.args.ref_log_probs_cache_dir, dataset) / f"{key}.npy"
+        values = reference.load_cached(path)
+        if values is not None:
             self.ref_log_probs_cache_hits += 1
         else:
-            values = self._compute_ref_logps(dataset, name)
+            values = self._compute_ref_logps(model, dataset, name)
             if self.accelerator.is_main_process:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-                np.save(tmp, values)
-                os.replace(tmp, path)
+                reference.save_cached(path, values)
             self.accelerator.wait_for_everyone()
         if len(values) != len(dataset):
             raise RuntimeError(f"cached reference log-probs {path} have {len(values)} rows, the dataset {len(dataset)}")
         return dataset.add_column("ref_logps", values.tolist())
 
-    @torch.no_grad()
-    def _compute_ref_logps(self, dataset: Dataset, name: str) -> np.ndarray:
-        model = self._precompute_model if self._precompute_model is not None else self.model
+    def _reference_source(self) -> PreTrainedModel:
+        """The model whose log-probs are the reference: the given ref_model, else the initial policy."""
+        return cast(PreTrainedModel, self._precompute_model if self._precompute_model is not None else self.model)
+
+    def _compute_ref_logps(self, model: PreTrainedModel, dataset: Dataset, name: str) -> np.ndarray:
+        """One pass through the model as the engine wraps it (see `qrpo.reference`)."""
         if model is self.model and self.state.global_step > 0:
             raise RuntimeError(
                 f"{name}: reference log-probs are needed after training changed the model; give every dataset to "
                 "QRPOTrainer before train(), or pass ref_model"
             )
-        if model is not self.model:
+        if not hasattr(model.forward, "__wrapped__"):
             add_fused_lm_head(model)
-            model.to(self.args.device)
-        was_training = model.training
-        model.eval()
-        per_row = 2 if "chosen_ids" in dataset.column_names else 1
+        # FSDP shards what it wraps: the policy gets a copy (freed after the pass), as TRL does
+        sharding = self.accelerator.distributed_type == DistributedType.FSDP
+        engine = reference.wrap_for_engine(copy.deepcopy(model) if sharding and model is self.model else model, self.accelerator)
+        if engine is None:  # no engine wrapper: the model itself, on the training device
+            engine = cast(torch.nn.Module, model).to(self.args.device)
         batch_size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
-        indexed = dataset.add_column("row_index", list(range(len(dataset))))
-        loader = self.accelerator.prepare(DataLoader(indexed, batch_size=batch_size, collate_fn=self.data_collator))
-        values = np.full((len(dataset), per_row), np.nan, dtype=np.float32)
-        for batch in tqdm(loader, desc=f"{name}: reference log-probs", disable=not self.accelerator.is_local_main_process):
-            with self.accelerator.autocast():  # the precision of the training forward, so step 0 has log-ratio 0
-                logps = sequence_logps(model, batch).view(-1, per_row)
-            rows, logps = self.accelerator.gather_for_metrics((batch["row_index"], logps))
-            values[rows.cpu().numpy()] = logps.float().cpu().numpy()
-        model.train(was_training)
-        if np.isnan(values).any():
-            raise RuntimeError(f"{name}: the reference pass left {int(np.isnan(values).any(1).sum())} rows without log-probs")
-        return values
-
-    def _ref_cache_path(self, dataset: Dataset) -> Path:
-        """Cache file named by what determines the values: the tokenized rows, the reference weights, dtype."""
-        model = self._precompute_model if self._precompute_model is not None else self.model
-        key = {
-            "dataset": dataset._fingerprint,
-            "model": model_fingerprint(model),
-            "bf16": bool(self.args.bf16),
-            "fp16": bool(self.args.fp16),
-        }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-        if self.args.ref_log_probs_cache_dir:
-            root = Path(self.args.ref_log_probs_cache_dir)
-        elif dataset.cache_files and os.access(os.path.dirname(dataset.cache_files[0]["filename"]), os.W_OK):
-            root = Path(dataset.cache_files[0]["filename"]).parent / "qrpo-ref-logps"
-        else:
-            root = Path(os.environ.get("QRPO_CACHE", Path.home() / ".cache" / "qrpo")) / "ref-logps"
-        return root / f"{digest}.npy"
+        return reference.compute_logps(engine, dataset, self.data_collator, self.accelerator, batch_size, name)
 
     # ------------------------------------------------------------------------------ the loss
 
@@ -387,6 +361,8 @@ class QRPOTrainer(Trainer):
             if "ref_logps" in inputs:
                 ref_logps = inputs["ref_logps"].to(logps)
             else:
+                if self.ref_model is None:
+                    raise RuntimeError("the batch has no ref_logps and there is no reference model; call train() or evaluate()")
                 with torch.no_grad():
                     ref_logps = sequence_logps(self.ref_model, inputs)
         output = self._losses(logps, ref_logps, inputs)
@@ -399,6 +375,14 @@ class QRPOTrainer(Trainer):
 
     def _losses(self, logps: torch.Tensor, ref_logps: torch.Tensor | None, inputs: dict[str, torch.Tensor]) -> LossOutput:
         args = self.args
+        chosen, rejected = logps[0::2], logps[1::2]
+        if args.loss_type == "simpo":
+            lengths = inputs["completion_lengths"].to(logps)
+            return simpo_loss(
+                chosen, rejected, lengths[0::2], lengths[1::2], beta=args.beta, gamma_beta_ratio=args.simpo_gamma_beta_ratio
+            )
+        if ref_logps is None:
+            raise RuntimeError(f"loss_type={args.loss_type!r} needs reference log-probs, and the batch has none")
         if args.loss_type == "qrpo":
             min_quantile = self._constants.get("min_quantile")
             return qrpo_loss(
@@ -412,12 +396,6 @@ class QRPOTrainer(Trainer):
                 min_quantile=None if min_quantile is None or math.isnan(min_quantile) else min_quantile,
                 reference_std=inputs.get("reference_std"),
                 mean_reference_std=self._constants.get("mean_reference_std"),
-            )
-        chosen, rejected = logps[0::2], logps[1::2]
-        if args.loss_type == "simpo":
-            lengths = inputs["completion_lengths"].to(logps)
-            return simpo_loss(
-                chosen, rejected, lengths[0::2], lengths[1::2], beta=args.beta, gamma_beta_ratio=args.simpo_gamma_beta_ratio
             )
         ref_chosen, ref_rejected = ref_logps[0::2], ref_logps[1::2]
         if args.loss_type == "dpo":
@@ -450,7 +428,7 @@ class QRPOTrainer(Trainer):
         }
         values = {names[k]: v for k, v in output.metrics.items()}
         logps = logps.detach()
-        if self.args.loss_type == "qrpo":
+        if self.args.loss_type == "qrpo" and ref_logps is not None:
             values["logps/completion"] = logps
             values["log_ratio"] = logps - ref_logps.detach()
         else:
@@ -460,17 +438,19 @@ class QRPOTrainer(Trainer):
             self._metrics[mode][name].append(gathered.mean().item())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self.model is not None and self.model.training else "eval"
         prefix = "eval_" if mode == "eval" else ""
         for name, values in self._metrics[mode].items():
             logs[prefix + name] = sum(values) / len(values)
         self._metrics[mode].clear()
         super().log(logs, start_time)
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor, None, None]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
+            loss = cast(torch.Tensor, self.compute_loss(model, inputs))
         return loss.detach(), None, None
 
 
@@ -493,17 +473,6 @@ def _resolve_padding_free(requested: bool | None, attention: str | None) -> bool
             attention,
         )
     return requested
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Cheap identity of a model's weights: its config, name, and per-tensor sums (one fast pass)."""
-    config = getattr(model, "config", None)
-    digest = hashlib.sha256()
-    digest.update((config.to_json_string() if config is not None else type(model).__name__).encode())
-    with torch.no_grad():
-        sums = [float(p.detach().float().sum()) for p in model.parameters()]
-    digest.update(np.asarray(sums, dtype=np.float64).tobytes())
-    return digest.hexdigest()
 
 
 def load_model(path: str, args: QRPOConfig) -> PreTrainedModel:

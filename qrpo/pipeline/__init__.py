@@ -1,7 +1,7 @@
 """The LeetCode pipeline: model -> prepare -> generate -> grade -> build -> train -> evaluate.
 
-Each stage is a module with `requires(config)`, `inputs(config)` and `run(ctx)`, reads and writes `datasets`
-tables under the config's `output_dir`, and is run, skipped or refused by `runner.Pipeline` (see runner.py).
+Each stage is a module of `stages/` implementing `stage.Stage`; it reads and writes `datasets` tables under
+the config's `output_dir` (`layout.RunLayout`), and the driver (`driver.Pipeline`) runs, skips or refuses it.
 `qrpo run CONFIG` runs them all; `qrpo STAGE CONFIG` runs one; `qrpo status CONFIG` shows where things stand.
 
     from qrpo.pipeline import Pipeline, load_config
@@ -11,7 +11,8 @@ Importing this package does not import torch: the driver of a SLURM run stays li
 """
 
 from .config import ConfigError, PipelineConfig, load_config
+from .driver import Pipeline
 from .errors import StageError
-from .runner import STAGES, Pipeline
+from .stages import STAGES
 
 __all__ = ["STAGES", "ConfigError", "Pipeline", "PipelineConfig", "StageError", "load_config"]

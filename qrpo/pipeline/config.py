@@ -1,216 +1,276 @@
-"""The pipeline's configuration: one YAML file mapped onto the typed dataclasses below.
+"""The pipeline's configuration: one YAML file loaded onto the typed pydantic models below.
 
     from qrpo.pipeline.config import load_config
     config = load_config("qrpo/configs/tiny-cpu.yaml", overrides=["generate.num_samples=4"])
 
-Every key has a type and a default; a key that does not exist, a value of the wrong type or a value outside
-its choices is a `ConfigError` whose one-line message names the key and the fix. `CONFIG` may also be the name
-of a bundled config (`tiny-cpu`, `leetcode-paper`). Relative paths in a config are relative to the directory
-`qrpo` runs in, as for any command-line tool.
+Every key has a type, a default and a description. pydantic validates (strictly: an unknown key, a value of
+another type or outside its choices is refused, not coerced); its first error becomes a `ConfigError` whose
+one-line message names the key and the fix. `CONFIG` may also be the name of a bundled config (`tiny-cpu`,
+`leetcode-paper`). Relative paths are relative to the directory `qrpo` runs in, as for any command-line tool.
+
+Choice lists come from the modules that act on them (prompt styles from `prompts`, engines and dtypes from
+`sampling`, granularity and extraction from `sandbox`, backends and dataset formats from sandbox's registries);
+the pipeline's own (executors, pair ties, launchers, checkpoints, oracles) are defined here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import types
-import typing
-from dataclasses import dataclass, field
 from importlib import resources
+from inspect import isclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-EXECUTORS = ("local", "slurm")
-PROMPT_STYLES = ("paper", "plain")
-ENGINES = ("auto", "vllm", "transformers")
-BACKENDS = ("auto", "apptainer", "bubblewrap", "process")
-GRANULARITIES = ("per_test", "per_solution")
-EXTRACT_POLICIES = ("first", "last", "longest")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-PAIR_TIES = ("keep", "drop")
-LAUNCHERS = ("python", "accelerate")
-ORACLES = ("solution", "empty")
+from sandbox.extract import Policy as ExtractPolicy
+from sandbox.problem import Granularity
+
+from .prompts import PromptStyle
+from .sampling import DType, Engine
+
+# TODO(h18s merge): sandbox.problem.ExecutorKind (the same two values, for sharded grading) replaces this one.
+ExecutorKind = Literal["local", "slurm"]  # where the heavy work runs (`executor.make_executor`)
+PairTies = Literal["keep", "drop"]  # pairs whose two rewards are equal: kept (the paper) or left out
+Launcher = Literal["python", "accelerate"]  # how a training run starts (`python -m` or `accelerate launch`)
+Checkpoints = Literal["all", "final"]  # which checkpoints of a training run are evaluated
+Oracle = Literal["solution", "empty"]  # policies without a model: the dataset's solutions, or nothing
+EXECUTORS: tuple[ExecutorKind, ...] = get_args(ExecutorKind)
 PAIRS_PATTERN = re.compile(r"^(offline|offpolicy2best|offpolicy(\d+)random)$")
+SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the key and the fix."""
 
 
-@dataclass
-class TinyModelConfig:
+# ---------------------------------------------------------------------------------------------- value types
+
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads 1e-6 (no dot) as a string, and 1 as an integer: both are numbers here."""
+    if isinstance(value, str) and SCIENTIFIC.match(value):
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _numbers(value: Any) -> Any:
+    """Free-form values (training arguments): scientific strings become numbers, at any depth."""
+    if isinstance(value, str) and SCIENTIFIC.match(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
+
+
+def _backend(value: str) -> str:
+    # TODO(h18s merge): sandbox.problem.BackendChoice (a Literal) replaces this registry lookup once it is on main.
+    from sandbox.backends import BACKENDS
+
+    choices = ("auto", *BACKENDS)
+    if value not in choices:
+        raise ValueError(f"is {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+def _pairs(value: str | None) -> str | None:
+    if value is not None and not PAIRS_PATTERN.match(value):
+        raise ValueError(f"is {value!r}; choose null (pointwise rows), offline, offpolicy2best or offpolicy<K>random "
+                         "(e.g. offpolicy10random)")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_yaml_number)]
+Positive = Annotated[int, Field(gt=0)]
+PositiveNumber = Annotated[float, BeforeValidator(_yaml_number), Field(gt=0)]
+Arguments = Annotated[dict[str, Any], AfterValidator(_numbers)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are refused and values are not coerced (a "4" is no integer); a section
+    written as null gets its defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+class TinyModelConfig(Section):
     """The tiny Llama of tiny-cpu.yaml. A random model writes garbage (every reward 0, quantiles meaningless),
     so after building it the `model` stage trains it briefly on the problems' own solutions: sampled at T=1 it
     then writes a mix of passing and failing programs, which is what the rest of the pipeline needs."""
 
-    vocab_size: int = 1024
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    intermediate_size: int = 128
-    warmup_steps: int = 300
-    warmup_learning_rate: float = 3e-3
-    warmup_batch_size: int = 8
+    vocab_size: Positive = 1024
+    hidden_size: Positive = 64
+    num_hidden_layers: Positive = 2
+    num_attention_heads: Positive = 4
+    num_key_value_heads: Positive = 2
+    intermediate_size: Positive = 128
+    warmup_steps: Positive = Field(default=300, description="Steps of causal-LM training on the problems' solutions.")
+    warmup_learning_rate: PositiveNumber = 3e-3
+    warmup_batch_size: Positive = 8
     seed: int = 0
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """The reference policy: `tiny` (built by the `model` stage), a local directory, or a Hugging Face hub id."""
 
-    name_or_path: str = "tiny"
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
-    dtype: str = "auto"
+    name_or_path: str = Field(default="tiny", description="tiny, a directory saved with save_pretrained, or a hub id.")
+    tiny: TinyModelConfig = TinyModelConfig()
+    dtype: DType = Field(default="auto", description="The weights' dtype when sampling and scoring.")
 
     @property
     def is_tiny(self) -> bool:
         return self.name_or_path == "tiny"
 
 
-@dataclass
-class SourceConfig:
+class SourceConfig(Section):
     """Where problems come from: a JSONL(.gz) file in any registered format, `demo` (the bundled demo
     problems), or a Hugging Face dataset id (with `split`, optionally `revision`)."""
 
     path: str = ""
-    format: str = "auto"
+    format: str = Field(default="auto", description="auto (detected from the fields) or a registered format name.")
     split: str | None = None
     revision: str | None = None
-    limit: int | None = None  # keep the first N problems (quick runs)
+    limit: Positive | None = Field(default=None, description="Keep the first N problems (quick runs).")
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     """The `prepare` stage: problems -> prompts, tests and splits (the paper's filters by default)."""
 
     train: SourceConfig | None = None
     test: SourceConfig | None = None
-    prompt_style: str = "paper"  # paper: the pre-code block and import note on LeetCode queries; plain: as is
-    min_tests: int | None = 20  # drop problems with fewer tests (the paper)
-    max_tests: int | None = 100  # grade the first N tests of each problem (the paper)
-    max_tokens: int | None = 2048  # drop problems whose chat (prompt + the dataset's answer) is longer (the paper)
-    reporting_fraction: float = 0.5  # share of the test split for reporting; the rest selects checkpoints
+    prompt_style: PromptStyle = Field(default="paper", description="paper: the pre-code block and import note on LeetCode "
+                                      "queries; plain: the queries as they are.")
+    min_tests: Positive | None = Field(default=20, description="Drop problems with fewer tests (the paper).")
+    max_tests: Positive | None = Field(default=100, description="Grade the first N tests of each problem (the paper).")
+    max_tokens: Positive | None = Field(default=2048, description="Drop problems whose chat (prompt + the dataset's answer) "
+                                        "is longer (the paper).")
+    reporting_fraction: Number = Field(default=0.5, description="Share of the test split for reporting; the rest selects "
+                                       "checkpoints.")
     split_seed: int = 43
 
 
-@dataclass
-class GenerateConfig:
+class GenerateConfig(Section):
     """The `generate` stage: N reference completions per training prompt."""
 
-    num_samples: int = 50
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 2048
-    engine: str = "auto"  # vllm when installed and a GPU is there, else transformers
-    batch_size: int = 64  # sequences (prompts x samples) per transformers generate() call; vLLM schedules its own
-    chunk_size: int = 64  # prompts per saved chunk: the unit of resumption
-    jobs: int = 1  # SLURM jobs the chunks are spread over
+    num_samples: Positive = 50
+    temperature: Number = 1.0
+    top_p: Number = 1.0
+    max_new_tokens: Positive = 2048
+    engine: Engine = Field(default="auto", description="vllm when installed and a GPU is there, else transformers.")
+    batch_size: Positive = Field(default=64, description="Sequences (prompts x samples) per transformers generate() call.")
+    chunk_size: Positive = Field(default=64, description="Prompts per saved chunk: the unit of resumption.")
+    jobs: Positive = Field(default=1, description="SLURM jobs the chunks are spread over.")
     seed: int = 42
 
 
-@dataclass
-class SandboxConfig:
+class SandboxConfig(Section):
     """Grading, for `grade` and `evaluate` (limits per test: the paper's 1 s and 1 GiB)."""
 
-    backend: str = "auto"
-    workers: int | None = None  # local judges (default: one per CPU)
-    granularity: str = "per_test"
-    extract: str = "first"
-    cpu_s: float = 1.0
-    wall_s: float = 3.0
-    memory_mb: int = 1024
-    solution_s: float = 60.0
-    chunk_size: int = 256  # completions per saved chunk when grading locally: the unit of resumption
-    jobs: int = 4  # SLURM: shards, one array task each
-    cpus_per_job: int = 4  # SLURM: CPUs per array task, one judge each
-    time_min: float = 60  # SLURM: time limit per array task
+    backend: Annotated[str, AfterValidator(_backend)] = "auto"
+    workers: Positive | None = Field(default=None, description="Local judges (default: one per CPU).")
+    granularity: Granularity = "per_test"
+    extract: ExtractPolicy = "first"
+    cpu_s: PositiveNumber = 1.0
+    wall_s: PositiveNumber = 3.0
+    memory_mb: Positive = 1024
+    solution_s: PositiveNumber = 60.0
+    chunk_size: Positive = Field(default=256, description="Completions per saved chunk when grading locally.")
+    jobs: Positive = Field(default=4, description="SLURM: shards, one array task each.")
+    cpus_per_job: Positive = Field(default=4, description="SLURM: CPUs per array task, one judge each.")
+    time_min: PositiveNumber = Field(default=60, description="SLURM: time limit per array task.")
 
 
-@dataclass
-class BuildConfig:
+class BuildConfig(Section):
     """The `build` stage: the training table.
 
     `pairs`: null for pointwise rows (prompt, completion, reward, ref_rewards); `offpolicy<K>random` (K pairs
     per prompt from completions (0, 1), (2, 3), ...), `offpolicy2best` (best and worst of the first
     `best_of`) or `offline` (the dataset's own solution against the first completion) for paired rows."""
 
-    pairs: str | None = None
-    num_ref_rewards: int | None = None  # keep the first N reference rewards per prompt (null: all)
-    pointwise_samples: int | None = None  # pointwise: completions per prompt that become rows (null: all)
-    pair_ties: str = "keep"  # pairs of equal rewards: keep (the paper) or drop
-    best_of: int = 6  # offpolicy2best: among how many completions
+    pairs: Annotated[str | None, AfterValidator(_pairs)] = None
+    num_ref_rewards: Positive | None = Field(default=None, description="The first N reference rewards per prompt (null: all).")
+    pointwise_samples: Positive | None = Field(default=None, description="Pointwise: completions per prompt that become rows.")
+    pair_ties: PairTies = "keep"
+    best_of: Positive = Field(default=6, description="offpolicy2best: among how many completions.")
 
 
-@dataclass
-class TrainConfig:
-    """The `train` stage: one run of `qrpo.train` per entry of the sweep.
+class TrainConfig(Section):
+    """The `train` stage: one training run (`qrpo.training_run`) per entry of the sweep.
 
     `args` are QRPOConfig / TrainingArguments fields shared by every run; each `sweep` entry adds its own,
     and a list value makes a grid (`beta: [0.003, 0.01]` is two runs). An entry's `name` names the run."""
 
-    launcher: str = "python"  # python: `python -m qrpo.train`; accelerate: `accelerate launch`
-    accelerate_config: str | None = None  # a name in qrpo/configs/accelerate (e.g. zero3) or a path
-    total_batch_size: int | None = None  # sets gradient_accumulation_steps from the processes and per-device batch
-    args: dict[str, Any] = field(default_factory=dict)
-    sweep: list[dict[str, Any]] = field(default_factory=lambda: [{"loss_type": "qrpo"}])
+    launcher: Launcher = "python"
+    accelerate_config: str | None = Field(default=None, description="A name in qrpo/configs/accelerate (e.g. zero3) or a path.")
+    total_batch_size: Positive | None = Field(default=None, description="Sets gradient_accumulation_steps from the processes "
+                                              "and the per-device batch.")
+    args: Arguments = Field(default_factory=dict)
+    sweep: list[Arguments] = Field(default_factory=lambda: [{"loss_type": "qrpo"}])
 
 
-@dataclass
-class EvaluateConfig:
+class EvaluateConfig(Section):
     """The `evaluate` stage: k seeds of one sample per test prompt, per checkpoint, graded."""
 
-    seeds: int = 3
-    temperature: float = 0.6
-    top_p: float = 0.9
-    max_new_tokens: int = 2048
-    batch_size: int = 8  # sequences per generate() call and per log-probability pass
-    checkpoints: str = "all"  # all: every checkpoint-N and the final model; final: the final model only
-    reference: bool = True  # also evaluate the reference model (step 0)
-    kl: bool = True  # KL(policy || reference) on the policy's samples
-    oracles: list[str] = field(default_factory=list)  # solution: the dataset's solutions as samples; empty: ""
+    seeds: Positive = 3
+    temperature: Number = 0.6
+    top_p: Number = 0.9
+    max_new_tokens: Positive = 2048
+    batch_size: Positive = Field(default=8, description="Sequences per generate() call and per log-probability pass.")
+    checkpoints: Checkpoints = Field(default="all", description="all: every checkpoint and the final model; final: the last.")
+    reference: bool = Field(default=True, description="Also evaluate the reference model (step 0).")
+    kl: bool = Field(default=True, description="KL(policy || reference) on the policy's samples.")
+    oracles: list[Oracle] = Field(default_factory=list)
 
 
-@dataclass
-class SlurmJobConfig:
+class SlurmJobConfig(Section):
     """Resources of one kind of SLURM job."""
 
-    nodes: int = 1
+    nodes: Positive = 1
     gpus_per_node: int = 0
-    cpus_per_task: int = 2
-    mem_gb: float | None = None
-    time_min: int = 60
+    cpus_per_task: Positive = 2
+    mem_gb: Number | None = None
+    time_min: Positive = 60
 
 
-@dataclass
-class SlurmConfig:
+class SlurmConfig(Section):
     partition: str | None = None
     account: str | None = None
-    additional: dict[str, Any] = field(default_factory=dict)  # extra sbatch options, e.g. {qos: high}
-    generate: SlurmJobConfig = field(default_factory=SlurmJobConfig)
-    train: SlurmJobConfig = field(default_factory=SlurmJobConfig)
-    evaluate: SlurmJobConfig = field(default_factory=SlurmJobConfig)
+    additional: Arguments = Field(default_factory=dict, description="Extra sbatch options, e.g. {qos: high}.")
+    generate: SlurmJobConfig = SlurmJobConfig()
+    train: SlurmJobConfig = SlurmJobConfig()
+    evaluate: SlurmJobConfig = SlurmJobConfig()
 
 
-@dataclass
-class PipelineConfig:
+class PipelineConfig(Section):
     """The whole pipeline. `output_dir` holds one directory per stage."""
 
     name: str = "qrpo"
     output_dir: str = "runs/qrpo"
-    executor: str = "local"
-    cpu_threads: int | None = None  # torch threads (and OMP_NUM_THREADS of subprocesses); null: torch's default
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    build: BuildConfig = field(default_factory=BuildConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-    source: str = ""  # the file it was read from (set by load_config)
+    executor: ExecutorKind = "local"
+    cpu_threads: Positive | None = Field(default=None, description="torch threads (and OMP_NUM_THREADS of subprocesses); "
+                                         "null: torch's default.")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    generate: GenerateConfig = GenerateConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    build: BuildConfig = BuildConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    slurm: SlurmConfig = SlurmConfig()
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -230,7 +290,8 @@ def config_path(name_or_path: str | Path) -> Path:
     bundled = resources.files("qrpo").joinpath("configs", f"{name_or_path}.yaml")
     if isinstance(bundled, Path) and bundled.is_file() and "/" not in str(name_or_path):
         return bundled
-    raise ConfigError(f"config {name_or_path} does not exist; give a YAML file or one of the bundled configs: {', '.join(bundled_configs())}")
+    raise ConfigError(f"config {name_or_path} does not exist; give a YAML file or one of the bundled configs: "
+                      f"{', '.join(bundled_configs())}")
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
@@ -243,14 +304,17 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)}); fix the syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, output_dir, model, ...), got {type(data).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, output_dir, model, ...), "
+                          f"got {type(data).__name__}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not KEY=VALUE; write e.g. --set generate.num_samples=4")
         _set_dotted(data, key.strip(), yaml.safe_load(value) if value.strip() else None)
-    config = from_dict(PipelineConfig, data, "")
-    config.source = str(path)
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(one_line(error)) from None
     check(config)
     return config
 
@@ -267,156 +331,99 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def from_dict(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, naming any unknown key with the valid ones."""
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping of keys ({', '.join(f.name for f in _fields(cls))}), got {_kind(data)}")
-    fields = {f.name: f for f in _fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys{' under ' + where if prefix else ''}: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in data.items()}
-    return cls(**values)
+def as_dict(config: PipelineConfig) -> dict[str, Any]:
+    """The config as plain data (what `qrpo run` saves beside its outputs)."""
+    return config.model_dump()
 
 
-def _fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.name != "source"]
+# ---------------------------------------------------------------------------------------------- messages
+
+
+TYPE_NAMES = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
+              "list": "a list", "dict": "a mapping"}
+
+
+def one_line(error: ValidationError) -> str:
+    """pydantic's first error as one line that names the key and what it must be."""
+    first = error.errors()[0]
+    loc, kind, value = first["loc"], first["type"], first.get("input")
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    if kind == "extra_forbidden":
+        parent, where = _model_at(loc[:-1]), key.rpartition(".")[0]
+        fields = ", ".join(parent.model_fields) if parent is not None else "?"
+        return f"unknown config key '{key}'; valid keys{' under ' + where if where else ''}: {fields}"
+    if kind == "literal_error":
+        choices = ", ".join(str(c) for c in get_args(_strip_optional(_annotation_at(loc))))
+        return f"config key '{key}' is {value!r}; choose one of: {choices}"
+    if kind in ("model_type", "model_attributes_type"):
+        model = _model_at(loc)
+        fields = ", ".join(model.model_fields) if model is not None else "..."
+        return f"{key} must be a mapping of keys ({fields}), got {_kind(value)}"
+    if kind == "value_error":  # our validators: the message says what is wrong and the choices
+        return f"config key '{key}' {str(first['ctx']['error'])}"
+    if kind in ("greater_than", "less_than", "greater_than_equal", "less_than_equal"):
+        bound = {"greater_than": ">", "less_than": "<", "greater_than_equal": ">=", "less_than_equal": "<="}[kind]
+        return f"config key '{key}' must be {bound} {next(iter(first['ctx'].values()))}, got {value!r}"
+    base = kind.split("_")[0]
+    if base in TYPE_NAMES:
+        return f"config key '{key}' must be {TYPE_NAMES[base]}, got {_kind(value)}"
+    return f"config key '{key}': {first['msg']}"
 
 
 def _kind(value: Any) -> str:
     return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Check `value` against the type `hint` (ints are accepted where floats are expected)."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        errors = []
-        for option in options:
-            try:
-                return _coerce(option, value, key)
-            except ConfigError as error:
-                errors.append(error)
-        raise errors[0]
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, {} if value is None else value, f"{key}.")
-    if hint is Any:
-        return _number(value)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"config key {key!r} must be a list, got {_kind(value)}")
-        (item,) = typing.get_args(hint) or (Any,)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r} must be a mapping, got {_kind(value)}")
-        return {k: _number(v) for k, v in value.items()}
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise ConfigError(f"config key {key!r} must be {_type_name(hint)}, got {_kind(value)}")
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return options[0] if len(options) == 1 else annotation
+    return annotation
 
 
-SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The type of the config key at `loc` (a field, or an item of a list field)."""
+    annotation: Any = PipelineConfig
+    for part in loc:
+        annotation = _strip_optional(annotation)
+        if isinstance(part, int):
+            annotation = get_args(annotation)[0] if get_args(annotation) else Any
+        elif isclass(annotation) and issubclass(annotation, BaseModel) and part in annotation.model_fields:
+            annotation = annotation.model_fields[part].annotation
+        else:
+            return Any
+    return annotation
 
 
-def _number(value: Any) -> Any:
-    """YAML 1.1 (PyYAML) reads 1e-6 as a string; free-form values (training arguments) get the number back."""
-    if isinstance(value, str) and SCIENTIFIC.match(value):
-        return float(value)
-    if isinstance(value, list):
-        return [_number(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _number(v) for k, v in value.items()}
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    annotation = _strip_optional(_annotation_at(loc))
+    return annotation if isclass(annotation) and issubclass(annotation, BaseModel) else None
 
 
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"config key {key!r} is {value!r}; choose one of: {', '.join(choices)}")
-
-
-def _positive(key: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
-        raise ConfigError(f"config key {key!r} must be > 0, got {value!r}")
-
-
 def check(config: PipelineConfig) -> None:
-    """Cheap checks of values (choices, ranges, files that must exist); the stages check the rest."""
-    _choice("executor", config.executor, EXECUTORS)
-    _positive("cpu_threads", config.cpu_threads, allow_none=True)
-    _choice("model.dtype", config.model.dtype, DTYPES)
+    """What types cannot say: keys that depend on each other, ranges with a reason, files that must exist."""
     check_model_path(config.model.name_or_path)
     data = config.data
-    _choice("data.prompt_style", data.prompt_style, PROMPT_STYLES)
     if data.test is None:
-        raise ConfigError("config key 'data.test' is missing; evaluate needs test prompts: add data.test.path (it may be the training file)")
+        raise ConfigError("config key 'data.test' is missing; evaluate needs test prompts: add data.test.path "
+                          "(it may be the training file)")
     if data.train is None and config.train.sweep:
-        raise ConfigError("config key 'data.train' is missing but train.sweep has runs; add data.train.path, or set train.sweep: [] to evaluate only")
+        raise ConfigError("config key 'data.train' is missing but train.sweep has runs; add data.train.path, or set "
+                          "train.sweep: [] to evaluate only")
     for name in ("train", "test"):
         source = getattr(data, name)
         if source is not None:
             check_source(f"data.{name}", source)
-    for key in ("min_tests", "max_tests", "max_tokens"):
-        _positive(f"data.{key}", getattr(data, key), allow_none=True)
     if not 0 < data.reporting_fraction < 1:
         raise ConfigError(f"config key 'data.reporting_fraction' must be between 0 and 1, got {data.reporting_fraction}")
-    gen = config.generate
-    _choice("generate.engine", gen.engine, ENGINES)
-    for key in ("num_samples", "max_new_tokens", "batch_size", "chunk_size", "jobs"):
-        _positive(f"generate.{key}", getattr(gen, key))
-    if not gen.temperature >= 0 or not 0 < gen.top_p <= 1:
-        raise ConfigError(f"generate.temperature must be >= 0 and generate.top_p in (0, 1], got {gen.temperature}, {gen.top_p}")
-    box = config.sandbox
-    _choice("sandbox.backend", box.backend, BACKENDS)
-    _choice("sandbox.granularity", box.granularity, GRANULARITIES)
-    _choice("sandbox.extract", box.extract, EXTRACT_POLICIES)
-    for key in ("cpu_s", "wall_s", "memory_mb", "solution_s", "chunk_size", "jobs", "cpus_per_job", "time_min"):
-        _positive(f"sandbox.{key}", getattr(box, key))
-    _positive("sandbox.workers", box.workers, allow_none=True)
-    build = config.build
-    if build.pairs is not None and not PAIRS_PATTERN.match(build.pairs):
-        raise ConfigError(f"config key 'build.pairs' is {build.pairs!r}; choose null (pointwise rows), offline, offpolicy2best or offpolicy<K>random (e.g. offpolicy10random)")
-    _choice("build.pair_ties", build.pair_ties, PAIR_TIES)
-    for key in ("num_ref_rewards", "pointwise_samples"):
-        _positive(f"build.{key}", getattr(build, key), allow_none=True)
-    _positive("build.best_of", build.best_of)
-    train = config.train
-    _choice("train.launcher", train.launcher, LAUNCHERS)
-    _positive("train.total_batch_size", train.total_batch_size, allow_none=True)
-    for i, entry in enumerate(train.sweep):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"config key 'train.sweep[{i}]' must be a mapping of training arguments (loss_type: qrpo, beta: ...), got {_kind(entry)}")
-    ev = config.evaluate
-    _choice("evaluate.checkpoints", ev.checkpoints, ("all", "final"))
-    for key in ("seeds", "max_new_tokens", "batch_size"):
-        _positive(f"evaluate.{key}", getattr(ev, key))
-    for i, oracle in enumerate(ev.oracles):
-        _choice(f"evaluate.oracles[{i}]", oracle, ORACLES)
-    for name in ("generate", "train", "evaluate"):
-        job: SlurmJobConfig = getattr(config.slurm, name)
-        for key in ("nodes", "cpus_per_task", "time_min"):
-            _positive(f"slurm.{name}.{key}", getattr(job, key))
+    for section in (config.generate, config.evaluate):
+        name = "generate" if section is config.generate else "evaluate"
+        if not section.temperature >= 0 or not 0 < section.top_p <= 1:
+            raise ConfigError(f"{name}.temperature must be >= 0 and {name}.top_p in (0, 1], "
+                              f"got {section.temperature}, {section.top_p}")
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -437,7 +444,8 @@ def check_model_path(name_or_path: str) -> None:
         return
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise ConfigError(f"model.name_or_path {name_or_path} does not exist; give a model directory (with config.json), a hub id such as allenai/Llama-3.1-Tulu-3-8B-SFT, or tiny")
+        raise ConfigError(f"model.name_or_path {name_or_path} does not exist; give a model directory (with config.json), "
+                          "a hub id such as allenai/Llama-3.1-Tulu-3-8B-SFT, or tiny")
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.name_or_path {name_or_path} has no config.json; give a directory saved with save_pretrained")
 
@@ -448,16 +456,11 @@ def check_source(key: str, source: SourceConfig) -> None:
     if source.format != "auto":
         from sandbox.datasets import known_formats
 
-        _choice(f"{key}.format", source.format, ("auto", *known_formats()))
-    _positive(f"{key}.limit", source.limit, allow_none=True)
+        choices = ("auto", *known_formats())
+        if source.format not in choices:
+            raise ConfigError(f"config key '{key}.format' is {source.format!r}; choose one of: {', '.join(choices)}")
     if source.path == "demo" or is_hub_dataset(source.path):
         return
     if not Path(source.path).expanduser().is_file():
-        raise ConfigError(f"{key}.path {source.path} does not exist; give a JSONL(.gz) file of problems, demo, or a Hugging Face dataset id")
-
-
-def as_dict(config: PipelineConfig) -> dict[str, Any]:
-    """The config as plain data (what `qrpo run` saves beside its outputs)."""
-    data = dataclasses.asdict(config)
-    data.pop("source", None)
-    return data
+        raise ConfigError(f"{key}.path {source.path} does not exist; give a JSONL(.gz) file of problems, demo, "
+                          "or a Hugging Face dataset id")

@@ -8,7 +8,6 @@ work is kept, and SLURM jobs a killed driver left running are waited for rather 
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -19,16 +18,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import SlurmConfig, SlurmJobConfig
+from sandbox.rundir import append_jsonl, read_log
+
+from .config import ExecutorKind, SlurmConfig, SlurmJobConfig
 from .errors import StageError
 
 POLL_S = 2.0
 
 
 class Executor(Protocol):
-    kind: str
+    @property
+    def kind(self) -> ExecutorKind: ...
 
-    def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple], job: SlurmJobConfig) -> list[Any]:
+    def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], job: SlurmJobConfig) -> list[Any]:
         """fn(*args) for each args in `calls`; results in order."""
         ...
 
@@ -36,26 +38,27 @@ class Executor(Protocol):
 class LocalExecutor:
     """Runs the calls one after the other in this process (the stages show their own progress bars)."""
 
-    kind = "local"
+    kind: ExecutorKind = "local"
 
-    def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple], job: SlurmJobConfig) -> list[Any]:
+    def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], job: SlurmJobConfig) -> list[Any]:
         return [fn(*args) for args in calls]
 
 
 class SlurmExecutor:
     """One submitit job array per `map`, logs under OUTPUT_DIR/slurm/<stage>/."""
 
-    kind = "slurm"
+    kind: ExecutorKind = "slurm"
 
     def __init__(self, root: Path, config: SlurmConfig) -> None:
         self.root = root
         self.config = config
 
-    def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple], job: SlurmJobConfig) -> list[Any]:
+    def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], job: SlurmJobConfig) -> list[Any]:
         if not calls:
             return []
         if not shutil.which("sbatch"):
-            raise StageError("--executor slurm needs SLURM's sbatch and squeue on PATH (and SLURM_CONF if the cluster needs it); use --executor local here")
+            raise StageError("--executor slurm needs SLURM's sbatch and squeue on PATH (and SLURM_CONF if the cluster "
+                             "needs it); use --executor local here")
         folder = self.root / "slurm" / stage
         folder.mkdir(parents=True, exist_ok=True)
         self._wait_for_leftovers(stage, folder)
@@ -63,11 +66,12 @@ class SlurmExecutor:
         try:
             jobs = executor.map_array(fn, *zip(*calls))
         except Exception as error:  # noqa: BLE001 -- sbatch refused: say why in one line
-            raise StageError(f"{stage}: submitting {len(calls)} SLURM job(s) failed: {str(error).strip().splitlines()[-1]}; check the slurm section of the config") from None
-        with open(folder / "jobs.jsonl", "a", encoding="utf-8") as f:
-            for handle in jobs:
-                f.write(json.dumps({"job_id": str(handle.job_id), "time": time.time()}) + "\n")
-        print(f"qrpo {stage}: submitted {len(jobs)} SLURM job(s) {jobs[0].job_id.split('_')[0]} (logs: {folder})", file=sys.stderr)
+            raise StageError(f"{stage}: submitting {len(calls)} SLURM job(s) failed: {str(error).strip().splitlines()[-1]}; "
+                             "check the slurm section of the config") from None
+        for handle in jobs:
+            append_jsonl(folder / "jobs.jsonl", {"job_id": str(handle.job_id), "time": time.time()})
+        print(f"qrpo {stage}: submitted {len(jobs)} SLURM job(s) {jobs[0].job_id.split('_')[0]} (logs: {folder})",
+              file=sys.stderr)
         return self._wait(stage, jobs)
 
     def _executor(self, stage: str, folder: Path, job: SlurmJobConfig) -> Any:
@@ -110,7 +114,8 @@ class SlurmExecutor:
                     time.sleep(POLL_S)
         except KeyboardInterrupt:
             ids = ", ".join(str(j.job_id) for j in jobs)
-            print(f"qrpo {stage}: interrupted; SLURM job(s) {ids} keep running and a rerun waits for them (or scancel them)", file=sys.stderr)
+            print(f"qrpo {stage}: interrupted; SLURM job(s) {ids} keep running and a rerun waits for them "
+                  "(or scancel them)", file=sys.stderr)
             raise
         finally:
             bar.close()
@@ -127,14 +132,12 @@ class SlurmExecutor:
 
     def _wait_for_leftovers(self, stage: str, folder: Path) -> None:
         """Jobs an earlier driver submitted and that still run: wait for them instead of duplicating them."""
-        try:
-            ids = [json.loads(line)["job_id"] for line in (folder / "jobs.jsonl").read_text().splitlines() if line.strip()]
-        except FileNotFoundError:
-            return
+        ids = [str(row["job_id"]) for row in read_log(folder / "jobs.jsonl") if isinstance(row, dict) and "job_id" in row]
         alive = _alive(ids)
         if not alive:
             return
-        print(f"qrpo {stage}: waiting for {len(alive)} SLURM job(s) an earlier run left running: {', '.join(sorted(alive)[:8])}", file=sys.stderr)
+        print(f"qrpo {stage}: waiting for {len(alive)} SLURM job(s) an earlier run left running: "
+              f"{', '.join(sorted(alive)[:8])}", file=sys.stderr)
         while alive:
             time.sleep(POLL_S)
             alive = _alive(sorted(alive))
@@ -145,12 +148,13 @@ def _alive(job_ids: list[str]) -> set[str]:
     if not job_ids or not shutil.which("squeue"):
         return set()
     bases = sorted({j.split("_")[0] for j in job_ids})
-    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i"], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(bases), "-o", "%i"], capture_output=True, text=True,
+                         timeout=60, check=False)
     listed = {line.strip() for line in out.stdout.splitlines() if line.strip()}
     return {j for j in job_ids if j in listed}
 
 
-def make_executor(kind: str, root: Path, config: SlurmConfig) -> Executor:
+def make_executor(kind: ExecutorKind, root: Path, config: SlurmConfig) -> Executor:
     if kind == "slurm":
         return SlurmExecutor(root, config)
     if kind == "local":

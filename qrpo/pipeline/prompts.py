@@ -13,8 +13,13 @@ preamble (`graded_preamble`): the dataset's definitions come last and win where 
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
 from sandbox.problem import Problem
+
+# paper: LeetCode queries rewritten as the paper does (and instructions for other formats); plain: as they are.
+PromptStyle = Literal["paper", "plain"]
+PROMPT_STYLES: tuple[PromptStyle, ...] = get_args(PromptStyle)
 
 PRE_CODE = """import collections
 import itertools
@@ -128,7 +133,7 @@ def is_leetcode_query(problem: Problem) -> bool:
     return problem.metadata.get("source_format") == "leetcode" and FORMAT_MARKER in problem.prompt
 
 
-def prompt_text(problem: Problem, style: str) -> str:
+def prompt_text(problem: Problem, style: PromptStyle) -> str:
     """The user message for a problem. `paper`: LeetCode queries get the paper's rewriting; prompts of other
     formats that do not ask for a code block yet (HumanEval's signature + docstring, MBPP's task) are wrapped
     in a short instruction so that a chat model answers with a ```python block. `plain`: the prompt as is."""
@@ -143,12 +148,12 @@ def prompt_text(problem: Problem, style: str) -> str:
     return f"{problem.prompt.rstrip()}\n\n{CODE_INSTRUCTION}\n"
 
 
-def chat_prompt(problem: Problem, style: str) -> list[dict[str, str]]:
+def chat_prompt(problem: Problem, style: PromptStyle) -> list[dict[str, str]]:
     """The prompt as chat messages: one user turn, no system prompt (as the paper)."""
     return [{"role": "user", "content": prompt_text(problem, style)}]
 
 
-def graded_preamble(problem: Problem, style: str) -> str:
+def graded_preamble(problem: Problem, style: PromptStyle) -> str:
     """The preamble the solution runs after: the paper's pre-code when the prompt promised it, then the
     problem's own preamble (so the dataset's definitions win)."""
     if style == "paper" and is_leetcode_query(problem):

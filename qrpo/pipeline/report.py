@@ -22,7 +22,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .rundir import save_table, write_json, write_text
+from sandbox.rundir import write_atomic, write_json
+
+from .layout import load_table, save_table
+from .policies import Policy
+from .stage import StageContext
 
 SUBSETS = ("all", "selection", "reporting")
 
@@ -41,7 +45,7 @@ def metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
         "avg_pass": 100 * _mean([r["reward"] for r in rows]),
         "strict_pass@1": 100 * _mean([float(r["reward"] == 1.0) for r in rows]),
         "kl": _mean([r["logp"] - r["ref_logp"] for r in rows]),
-        "tokens": _mean([r["num_tokens"] for r in rows if r["num_tokens"] >= 0]) if any(r["num_tokens"] >= 0 for r in rows) else 0.0,
+        "tokens": _mean(counted) if (counted := [r["num_tokens"] for r in rows if r["num_tokens"] >= 0]) else 0.0,
         "samples": len(rows),
     }
 
@@ -63,30 +67,32 @@ def summarize(rows: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
         by_seed[row["seed"]].append(row)
     groups: dict[str, dict[str, Any]] = {}
     for subset in SUBSETS:
-        groups[subset] = over_seeds([metrics([r for r in by_seed[s] if subset == "all" or r["subset"] == subset]) for s in range(seeds)])
+        groups[subset] = over_seeds([metrics([r for r in by_seed[s] if subset == "all" or r["subset"] == subset])
+                                     for s in range(seeds)])
     difficulties = sorted({r["difficulty"] for r in rows})
-    by_difficulty = {d: over_seeds([metrics([r for r in by_seed[s] if r["difficulty"] == d]) for s in range(seeds)]) for d in difficulties}
+    by_difficulty = {d: over_seeds([metrics([r for r in by_seed[s] if r["difficulty"] == d]) for s in range(seeds)])
+                     for d in difficulties}
     return {"subsets": groups, "difficulty": by_difficulty}
 
 
-def write_report(ctx: Any, units: list[Any], test: Any) -> dict[str, Any]:
-    from .evaluate import load_policy_results
-
-    folder: Path = ctx.run_dir.stage("evaluate")
+def write_report(ctx: StageContext, results: list[tuple[Policy, list[dict[str, Any]]]], test: Any) -> dict[str, Any]:
+    """`evaluate/results`, report.json, report.md and the plots, from each policy's graded samples (rows with
+    `seed`, `task_id`, `reward`, `logp`, `ref_logp`, `num_tokens`); returns the stage's summary."""
+    folder = ctx.layout.stage("evaluate")
     seeds = ctx.config.evaluate.seeds
-    info = {row["task_id"]: (row["subset"], row["difficulty"]) for row in test.select_columns(["task_id", "subset", "difficulty"])}
+    info = {row["task_id"]: (row["subset"], row["difficulty"])
+            for row in test.select_columns(["task_id", "subset", "difficulty"])}
     all_rows: list[dict[str, Any]] = []
     report_policies = []
-    for policy in units:
-        unit = folder / "policies" / policy.folder_name
+    for policy, graded in results:
         rows = []
-        for seed in range(seeds):
-            for row in load_policy_results(unit, seed):
-                subset, difficulty = info[row["task_id"]]
-                rows.append({"policy": policy.key, "run": policy.run, "step": policy.step, "seed": seed, "subset": subset,
-                             "difficulty": difficulty, **row})
+        for row in graded:
+            subset, difficulty = info[row["task_id"]]
+            rows.append({"policy": policy.key, "run": policy.run, "step": policy.step, "seed": row["seed"], "subset": subset,
+                         "difficulty": difficulty, **row})
         all_rows.extend(rows)
-        report_policies.append({"policy": policy.key, "run": policy.run, "step": policy.step, "path": policy.path, **summarize(rows, seeds)})
+        report_policies.append({"policy": policy.key, "run": policy.run, "step": policy.step, "path": policy.path,
+                                **summarize(rows, seeds)})
     save_table(all_rows, folder / "results")
     runs = select_checkpoints(report_policies)
     report = {
@@ -98,9 +104,9 @@ def write_report(ctx: Any, units: list[Any], test: Any) -> dict[str, Any]:
     plots = write_plots(ctx, report_policies, folder / "plots")
     report["plots"] = [str(p) for p in plots]
     write_json(folder / "report.json", report)
-    write_text(folder / "report.md", markdown(report, ctx.config.name))
+    write_atomic(folder / "report.md", markdown(report, ctx.config.name))
     ctx.say(f"report: {folder / 'report.md'} (and report.json); plots: {', '.join(str(p) for p in plots) or 'none'}")
-    summary: dict[str, Any] = {"report": str(folder / "report.md"), "plots": [str(p) for p in plots], "policies": len(units)}
+    summary: dict[str, Any] = {"report": str(folder / "report.md"), "plots": [str(p) for p in plots], "policies": len(results)}
     for entry in runs:
         summary[f"{entry['run']}: reporting avg_pass"] = entry["reporting_avg_pass"]
     return summary
@@ -125,25 +131,28 @@ def select_checkpoints(report_policies: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def markdown(report: dict[str, Any], name: str) -> str:
-    lines = [f"# {name}: evaluation", "", report["metric"] + f"; {report['seeds']} seed(s), {report['test_prompts']} test prompts "
-             f"({report['subset_sizes']['selection']} selection, {report['subset_sizes']['reporting']} reporting).", "",
+    sizes = report["subset_sizes"]
+    lines = [f"# {name}: evaluation", "", report["metric"] + f"; {report['seeds']} seed(s), {report['test_prompts']} test "
+             f"prompts ({sizes['selection']} selection, {sizes['reporting']} reporting).", "",
              "## Selected checkpoints (by selection Avg. Pass; reported on the reporting subset)", "",
              "| run | checkpoint | selection Avg. Pass % | reporting Avg. Pass % | reporting strict pass@1 % | KL |",
              "|---|---|---|---|---|---|"]
     for e in report["runs"]:
-        lines.append(f"| {e['run']} | {e['selected']} | {e['selection_avg_pass']:.2f} | {e['reporting_avg_pass']:.2f} ± {e['reporting_avg_pass_std']:.2f} "
-                     f"| {e['reporting_strict_pass@1']:.2f} | {e['reporting_kl']:.3f} |")
-    lines += ["", "## Every policy (all test prompts)", "", "| policy | step | Avg. Pass % | strict pass@1 % | KL | tokens |", "|---|---|---|---|---|---|"]
+        lines.append(f"| {e['run']} | {e['selected']} | {e['selection_avg_pass']:.2f} | {e['reporting_avg_pass']:.2f} "
+                     f"± {e['reporting_avg_pass_std']:.2f} | {e['reporting_strict_pass@1']:.2f} | {e['reporting_kl']:.3f} |")
+    lines += ["", "## Every policy (all test prompts)", "", "| policy | step | Avg. Pass % | strict pass@1 % | KL | tokens |",
+              "|---|---|---|---|---|---|"]
     for p in report["policies"]:
         m = p["subsets"]["all"]
-        lines.append(f"| {p['policy']} | {'' if p['step'] is None else p['step']} | {m['avg_pass']:.2f} ± {m['avg_pass_std']:.2f} "
+        step = "" if p["step"] is None else p["step"]
+        lines.append(f"| {p['policy']} | {step} | {m['avg_pass']:.2f} ± {m['avg_pass_std']:.2f} "
                      f"| {m['strict_pass@1']:.2f} | {m['kl']:.3f} | {m['tokens']:.0f} |")
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).relative_to(Path(p).parents[1])})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
 
 
-def write_plots(ctx: Any, report_policies: list[dict[str, Any]], folder: Path) -> list[Path]:
+def write_plots(ctx: StageContext, report_policies: list[dict[str, Any]], folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +160,7 @@ def write_plots(ctx: Any, report_policies: list[dict[str, Any]], folder: Path) -
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    graded = ctx.run_dir.graded
+    graded = ctx.layout.graded
     if graded.exists():
         path = folder / "rewards.png"
         plot_rewards(ctx, plt, path)
@@ -185,16 +194,14 @@ def write_plots(ctx: Any, report_policies: list[dict[str, Any]], folder: Path) -
     return written
 
 
-def plot_rewards(ctx: Any, plt: Any, path: Path) -> None:
+def plot_rewards(ctx: StageContext, plt: Any, path: Path) -> None:
     """The reference completions' rewards (pass rates), and the quantile of each among its prompt's references
     (uniform on [0, 1] for a continuous reward; ties in pass rates pile it up at the top)."""
     import numpy as np
 
     from qrpo.quantile import quantile_rewards
 
-    from .rundir import load_table
-
-    graded = load_table(ctx.run_dir.graded).select_columns(["task_id", "sample_index", "reward"]).to_list()
+    graded = load_table(ctx.layout.graded).select_columns(["task_id", "sample_index", "reward"]).to_list()
     by_prompt: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in graded:
         by_prompt[row["task_id"]].append((row["sample_index"], row["reward"]))

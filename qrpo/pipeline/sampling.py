@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from .errors import StageError
+
+# auto: vllm when it is installed and a GPU is there, else transformers.
+Engine = Literal["auto", "vllm", "transformers"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+DType = Literal["auto", "float32", "bfloat16", "float16"]  # the weights' dtype when loading a model
+DTYPES: tuple[DType, ...] = get_args(DType)
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class Sample:
     finished: bool  # ended with the end-of-sequence token (False: cut at max_new_tokens)
 
 
-def pick_engine(engine: str) -> str:
+def pick_engine(engine: Engine) -> Engine:
     """`auto`: vllm when it is installed and CUDA is available, else transformers."""
     if engine != "auto":
         return engine
@@ -36,7 +42,7 @@ def pick_engine(engine: str) -> str:
 class Sampler:
     """A loaded model that samples completions for chat prompts and scores completions."""
 
-    def __init__(self, model_path: str, engine: str = "auto", dtype: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model_path: str, engine: Engine = "auto", dtype: DType = "auto", threads: int | None = None) -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -48,7 +54,8 @@ class Sampler:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         except OSError as error:
-            raise StageError(f"model {model_path} could not be loaded ({str(error).splitlines()[0][:200]}); check model.name_or_path") from None
+            raise StageError(f"model {model_path} could not be loaded ({str(error).splitlines()[0][:200]}); "
+                             "check model.name_or_path") from None
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._model: Any = None
@@ -106,7 +113,8 @@ class Sampler:
             if temperature > 0:
                 options.update(temperature=temperature, top_p=top_p, top_k=0)
             with torch.no_grad():
-                generated = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device), **options)
+                generated = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
+                                           **options)
             new = generated[:, width:].tolist()
             for i in range(len(batch)):
                 out.append([self._sample_of(new[i * n + j], eos, pad) for j in range(n)])
@@ -120,9 +128,10 @@ class Sampler:
                 finished = True
                 break
             kept.append(token)
-        return Sample(self.tokenizer.decode(kept, skip_special_tokens=True), kept, finished)
+        return Sample(cast(str, self.tokenizer.decode(kept, skip_special_tokens=True)), kept, finished)
 
-    def _sample_vllm(self, ids: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> list[list[Sample]]:
+    def _sample_vllm(self, ids: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                     seed: int) -> list[list[Sample]]:
         from vllm import LLM, SamplingParams
 
         if self._llm is None:
@@ -178,7 +187,7 @@ class Sampler:
         return [results[i] for i in range(len(prompts))]
 
 
-def load_causal_lm(path: str, dtype: str, device: str) -> Any:
+def load_causal_lm(path: str, dtype: DType, device: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -186,9 +195,10 @@ def load_causal_lm(path: str, dtype: str, device: str) -> Any:
     hf_logging.disable_progress_bar()  # "Loading weights" for every checkpoint is noise; the stages show progress
     torch_dtype: Any = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as error:
-        raise StageError(f"model {path} could not be loaded ({str(error).splitlines()[0][:200]}); check model.name_or_path") from None
+        raise StageError(f"model {path} could not be loaded ({str(error).splitlines()[0][:200]}); "
+                         "check model.name_or_path") from None
     model.to(device)
     model.eval()
     return model

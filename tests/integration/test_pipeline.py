@@ -1,5 +1,5 @@
 """The LeetCode pipeline end to end (`qrpo run`), for real: the tiny model is built and trained here, every
-completion is graded by the sandbox (apptainer where it is installed, as in CI), training runs `qrpo.train`
+completion is graded by the sandbox (apptainer where it is installed, as in CI), training runs `qrpo.training_run`
 in a subprocess, and `--executor slurm` sends the work to the local SLURM cluster through submitit.
 
 - the tiny pipeline runs end to end and writes the report and plots; a rerun skips every stage;
@@ -49,7 +49,8 @@ def qrpo(*args: str, timeout: float = 1200, **environment: str) -> subprocess.Co
     """The real command line, in a subprocess (as a user runs it)."""
     env = dict(os.environ, **environment)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "qrpo.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "qrpo.cli", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -65,7 +66,7 @@ def load(path: Path):
 
 def files_state(root: Path) -> dict[str, tuple[int, int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
-            for p in root.rglob("*") if p.is_file() and p.name not in ("config.yaml", ".qrpo.lock")}  # rewritten by every run
+            for p in root.rglob("*") if p.is_file() and p.name not in ("config.yaml", ".lock")}  # rewritten by every run
 
 
 def copy_stages(source: Path, target: Path, stages: tuple[str, ...] = ("model", "prepare")) -> None:
@@ -104,7 +105,8 @@ def test_tiny_pipeline_end_to_end_through_apptainer(tiny_run):
     # generate: 8 completions per prompt; grade: every one graded in apptainer, a mix of passes and failures
     graded = load(root / "grade" / "graded")
     assert len(graded) == DEMO_PROBLEMS * SAMPLES
-    assert Counter(graded["task_id"]) == {t: SAMPLES for t in set(graded["task_id"])} and len(set(graded["task_id"])) == DEMO_PROBLEMS
+    assert Counter(graded["task_id"]) == {t: SAMPLES for t in set(graded["task_id"])}
+    assert len(set(graded["task_id"])) == DEMO_PROBLEMS
     assert set(graded["backend"]) == {"apptainer"}
     rewards = graded["reward"]
     assert all(0.0 <= r <= 1.0 for r in rewards)
@@ -213,8 +215,8 @@ def test_a_redone_stage_makes_the_next_one_redo_itself(tiny_run, tmp_path):
 
 def test_a_model_directory_is_used_as_it_is(tiny_run, tmp_path):
     model = tiny_run[0] / "model" / "model"
-    proc = ok(qrpo("run", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", f"model.name_or_path={model}", "--set", "train.sweep=[]",
-                   "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
+    proc = ok(qrpo("run", "tiny-cpu", "-o", str(tmp_path / "run"), "--set", f"model.name_or_path={model}",
+                   "--set", "train.sweep=[]", "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
     assert "stages run: model, prepare, evaluate" in proc.stdout
     assert f"qrpo model: reference model {model} (nothing to build)" in proc.stderr
     assert not (tmp_path / "run" / "model" / "model").exists()
@@ -231,7 +233,8 @@ def test_a_model_directory_is_used_as_it_is(tiny_run, tmp_path):
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
     deadline = time.monotonic() + 60
     while True:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted({j.split('_')[0] for j in job_ids}))],
+        jobs = ",".join(sorted({j.split("_")[0] for j in job_ids}))
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", jobs],
                              capture_output=True, text=True, timeout=60, check=True).stdout
         states = {line.split("|")[0]: line.split("|")[1].split()[0] for line in out.splitlines() if "|" in line}
         if all(states.get(j) not in (None, "PENDING", "RUNNING", "COMPLETING") for j in job_ids) or time.monotonic() > deadline:
@@ -310,7 +313,8 @@ def test_leetcode_solutions_score_avg_pass_100_and_empty_completions_0(shared_da
 # other problem sources: every registered format prepares into chat prompts and gradable problems
 
 SOURCES = {  # file, problems expected (MapCoder's APPS sample has 22 duplicate rows), text the prompt must hold
-    "humaneval": ("humaneval/HumanEval.jsonl.gz", 164, "Complete the following Python function.\n```python\nfrom typing import List"),
+    "humaneval": ("humaneval/HumanEval.jsonl.gz", 164,
+                  "Complete the following Python function.\n```python\nfrom typing import List"),
     "mbpp": ("mbpp/MbppPlus-v0.2.0.jsonl.gz", 378, "enclose it in a single ```python code block"),
     "stdio": ("apps/mapcoder_apps_selected150.jsonl", 128, "```python"),
 }
@@ -321,8 +325,9 @@ def test_other_dataset_formats_prepare_into_prompts_and_problems(name, shared_da
     from sandbox.problem import Problem
 
     path, count, text = SOURCES[name]
-    proc = ok(qrpo("prepare", "tiny-cpu", "-o", str(tmp_path), "--set", f"data.test.path={shared_data / path}", "--set", "data.train=null",
-                   "--set", "train.sweep=[]", "--set", "data.min_tests=null", "--set", "data.max_tokens=null", "--set", "data.prompt_style=paper"))
+    proc = ok(qrpo("prepare", "tiny-cpu", "-o", str(tmp_path), "--set", f"data.test.path={shared_data / path}",
+                   "--set", "data.train=null", "--set", "train.sweep=[]", "--set", "data.min_tests=null",
+                   "--set", "data.max_tokens=null", "--set", "data.prompt_style=paper"))
     assert f"test: {count} problems from" in proc.stderr
     table = load(tmp_path / "prepare" / "test")
     assert len(table) == count and set(table["subset"]) == {"selection", "reporting"}
@@ -332,8 +337,9 @@ def test_other_dataset_formats_prepare_into_prompts_and_problems(name, shared_da
 
 
 def test_a_hub_dataset_that_cannot_be_reached_fails_in_one_line(tmp_path):
-    proc = qrpo("prepare", "tiny-cpu", "-o", str(tmp_path), "--set", "data.test.path=newfacade/LeetCodeDataset", "--set", "data.test.split=test",
-                "--set", "data.train=null", "--set", "train.sweep=[]", "--set", "data.max_tokens=null", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    proc = qrpo("prepare", "tiny-cpu", "-o", str(tmp_path), "--set", "data.test.path=newfacade/LeetCodeDataset",
+                "--set", "data.test.split=test", "--set", "data.train=null", "--set", "train.sweep=[]",
+                "--set", "data.max_tokens=null", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: data.test.path newfacade/LeetCodeDataset: could not load it from the Hugging Face Hub (")
@@ -378,27 +384,36 @@ def bad_rows_file(tmp_path: Path) -> Path:
 
 
 BAD_INPUTS = {
-    "missing config": (lambda t: ["run", str(t / "nope.yaml")], "config {t}/nope.yaml does not exist; give a YAML file or one of the bundled configs"),
+    "missing config": (lambda t: ["run", str(t / "nope.yaml")],
+                       "config {t}/nope.yaml does not exist; give a YAML file or one of the bundled configs"),
     "unknown config key": (lambda t: ["run", "tiny-cpu", "--set", "generate.num_sample=4"],
                            "unknown config key 'generate.num_sample'; valid keys under generate: num_samples,"),
     "wrong value type": (lambda t: ["status", "tiny-cpu", "--set", "generate.num_samples=many"],
                          "config key 'generate.num_samples' must be an integer, got str 'many'"),
     "missing data file": (lambda t: ["prepare", "tiny-cpu", "-o", str(t / "out"), "--set", f"data.train.path={t}/none.jsonl"],
                           "data.train.path {t}/none.jsonl does not exist; give a JSONL(.gz) file of problems"),
-    "unknown dataset format": (lambda t: ["prepare", "tiny-cpu", "-o", str(t / "out"), "--set", f"data.train.path={bad_rows_file(t)}",
+    "unknown dataset format": (lambda t: ["prepare", "tiny-cpu", "-o", str(t / "out"),
+                                          "--set", f"data.train.path={bad_rows_file(t)}",
                                           "--set", f"data.test.path={bad_rows_file(t)}", "--set", "data.max_tokens=null"],
                                "no row of {t}/questions.jsonl is a usable problem"),
     "unknown format name": (lambda t: ["prepare", "tiny-cpu", "--set", "data.train.format=csv"],
                             "config key 'data.train.format' is 'csv'; choose one of: auto, native, leetcode"),
     "missing model": (lambda t: ["run", "tiny-cpu", "--set", f"model.name_or_path={t}/no-such-model"],
                       "model.name_or_path {t}/no-such-model does not exist; give a model directory"),
-    "unknown training argument": (lambda t: ["train", "tiny-cpu", "-o", str(t / "out"), "--set", "train.sweep=[{loss_type: qrpo, betta: 0.1}]"],
+    "unknown training argument": (lambda t: ["train", "tiny-cpu", "-o", str(t / "out"),
+                                             "--set", "train.sweep=[{loss_type: qrpo, betta: 0.1}]"],
                                   "unknown training argument 'betta' in train.sweep run"),
+    "training argument outside its choices": (lambda t: ["run", "tiny-cpu", "-o", str(t / "out"),
+                                                         "--set", "train.sweep=[{loss_type: [qrpo, dpo2]}]"],
+                                              "training argument loss_type='dpo2' is not one of "
+                                              "('qrpo', 'dpo', 'simpo', 'rebel') in train.sweep run 'dpo2'"),
     "unknown stage to force": (lambda t: ["run", "tiny-cpu", "-o", str(t / "out"), "--force", "grading"],
                                "--force grading: no such stage; stages: model, prepare"),
     "stage before its input": (lambda t: ["grade", "tiny-cpu", "-o", str(t / "out")],
-                               "stage grade needs model, prepare, generate done first: run `qrpo model CONFIG` and the next ones"),
-    "override without value": (lambda t: ["run", "tiny-cpu", "--set", "generate.num_samples"], "is not KEY=VALUE; write e.g. --set"),
+                               "stage grade needs model, prepare, generate done first: "
+                               "run `qrpo model CONFIG` and the next ones"),
+    "override without value": (lambda t: ["run", "tiny-cpu", "--set", "generate.num_samples"],
+                               "is not KEY=VALUE; write e.g. --set"),
 }
 
 
@@ -409,7 +424,8 @@ def test_a_second_qrpo_in_the_same_output_directory_is_refused(tmp_path):
     with pipeline.lock():
         result = CliRunner().invoke(qrpo_main, ["prepare", "tiny-cpu", "-o", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.output.strip() == f"Error: another qrpo (pid {os.getpid()}) is running in {tmp_path}; wait for it to finish, or give this one another --output-dir"
+    assert result.output.strip() == (f"Error: another qrpo (pid {os.getpid()}) is working in {tmp_path}; wait for it to finish, "
+                                     "or give this one another directory (--output-dir)")
     assert not (tmp_path / "prepare").exists()
 
 

@@ -1,4 +1,4 @@
-"""The training entry point as users launch it: `python -m qrpo.train SPEC.json`, and data parallel over
+"""The training entry point as users launch it: `python -m qrpo.training_run SPEC.json`, and data parallel over
 two processes (torchrun, which `accelerate launch --multi_gpu` runs underneath; gloo on CPU)."""
 
 from __future__ import annotations
@@ -73,26 +73,49 @@ def log_history(root: Path, name: str) -> list[dict]:
 
 def test_entry_point_trains_saves_and_resumes(workdir):
     spec = write_spec(workdir, "single", per_device_train_batch_size=4, save_strategy="steps", save_steps=1)
-    done = run([sys.executable, "-m", "qrpo.train", str(spec)], workdir)
+    done = run([sys.executable, "-m", "qrpo.training_run", str(spec)], workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     out = workdir / "out-single"
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "checkpoint-2").is_dir()
-    again = run([sys.executable, "-m", "qrpo.train", str(spec)], workdir)  # resumes at the end: no new step
+    again = run([sys.executable, "-m", "qrpo.training_run", str(spec)], workdir)  # resumes at the end: no new step
     assert again.returncode == 0, again.stderr[-3000:]
     assert "'loss'" not in again.stdout + again.stderr
 
 
 def test_two_data_parallel_processes_match_one_process(workdir):
     """Batch 4 on one process, or 2 + 2 on two: the same loss and the same gradient norm, step by step."""
-    one = run([sys.executable, "-m", "qrpo.train", str(write_spec(workdir, "one", per_device_train_batch_size=4))], workdir)
+    one = run([sys.executable, "-m", "qrpo.training_run", str(write_spec(workdir, "one", per_device_train_batch_size=4))],
+              workdir)
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    two = run([*torchrun, "-m", "qrpo.train", str(write_spec(workdir, "two", per_device_train_batch_size=2))], workdir)
+    two = run([*torchrun, "-m", "qrpo.training_run", str(write_spec(workdir, "two", per_device_train_batch_size=2))], workdir)
     assert two.returncode == 0, two.stderr[-3000:]
-    steps = lambda name: [v for e in log_history(workdir, name) if "loss" in e for v in (e["loss"], e["grad_norm"], e["epoch"])]
+    def steps(name: str) -> list[float]:
+        return [v for e in log_history(workdir, name) if "loss" in e for v in (e["loss"], e["grad_norm"], e["epoch"])]
+
     assert len(steps("one")) == 6
     assert steps("two") == pytest.approx(steps("one"), rel=1e-5)
+
+
+def test_fsdp2_reference_pass_matches_one_process(workdir):
+    """Under FSDP2 (2 gloo processes) the reference log-probs run through an FSDP-sharded module, and equal one
+    process's; the weight fingerprint, computed from the full weights even when each rank holds a shard, names
+    the same cache file."""
+    script = Path(__file__).with_name("fsdp_reference.py")
+    single = run([sys.executable, str(script), str(workdir), str(workdir / "ref-single.json")], workdir)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    sharded = run([*torchrun, str(script), str(workdir), str(workdir / "ref-fsdp2.json"), "fsdp2"], workdir)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    one, two = (json.loads((workdir / f"ref-{name}.json").read_text()) for name in ("single", "fsdp2"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["passes"] == ["LlamaForCausalLM"] and two["passes"] == ["FSDPLlamaForCausalLM"]
+    one_logps, two_logps = ([value for row in result["ref_logps"] for value in row] for result in (one, two))
+    assert two_logps == pytest.approx(one_logps, abs=1e-4) and len(one_logps) == 16
+    assert two["sharded_parameters"] > 0  # the copy really is sharded: its fingerprint had to gather
+    assert one["weights"] == two["weights"] == two["sharded_weights"]
+    assert one["cache_files"] == two["cache_files"] and len(one["cache_files"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -109,10 +132,10 @@ def test_bad_specs_fail_fast_with_one_line(workdir, change, message):
     spec.update(change)
     path = workdir / "spec-bad.json"
     path.write_text(json.dumps(spec))
-    done = run([sys.executable, "-m", "qrpo.train", str(path)], workdir)
+    done = run([sys.executable, "-m", "qrpo.training_run", str(path)], workdir)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("qrpo.train: ") and message in last, done.stderr[-2000:]
+    assert last.startswith("qrpo.training_run: ") and message in last, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["single_gpu", "ddp", "zero1", "zero3", "fsdp2"])

@@ -13,6 +13,7 @@ from scipy import integrate, stats
 
 from qrpo.losses import (
     TRANSFORMS,
+    Transform,
     dpo_loss,
     log_partition,
     qrpo_loss,
@@ -62,7 +63,7 @@ def test_matches_the_seed_formula(data: st.DataObject) -> None:
 # ------------------------------------------------------------------------------ partition functions
 
 
-def log_integral(transform: str, beta: float, scale: float) -> float:
+def log_integral(transform: Transform, beta: float, scale: float) -> float:
     """log E_{u ~ U(0,1)}[exp(f(u)/beta)] by adaptive quadrature, f being the library's own transform.
 
     The integrand is shifted by its maximum c (exp(f/beta - c) <= 1) so that nothing overflows; the normal
@@ -96,7 +97,7 @@ CASES = [(t, beta, 1.0) for t in TRANSFORMS if t != "scaled-normal-icdf" for bet
 
 
 @pytest.mark.parametrize(("transform", "beta", "scale"), CASES)
-def test_log_partition_is_the_expectation_under_uniform_quantiles(transform: str, beta: float, scale: float) -> None:
+def test_log_partition_is_the_expectation_under_uniform_quantiles(transform: Transform, beta: float, scale: float) -> None:
     """E[exp(f(R_q)/beta)] = exp(log Z) within 1%, for every transform and beta.
 
     Compared as numbers where exp(log Z) is finite in float64. Where it overflows (log Z > 709.78) the
@@ -120,7 +121,7 @@ def test_log_partition_is_the_expectation_under_uniform_quantiles(transform: str
 
 
 @pytest.mark.parametrize("transform", [t for t in TRANSFORMS if t != "scaled-normal-icdf"])
-def test_monte_carlo_with_computed_quantiles(transform: str) -> None:
+def test_monte_carlo_with_computed_quantiles(transform: Transform) -> None:
     """End to end: quantiles computed from seeded reference rewards (continuous, ties="random": exactly
     uniform), transformed, averaged; betas where 400k draws pin the mean to much better than 1%."""
     rng = np.random.default_rng(0)
@@ -134,7 +135,7 @@ def test_monte_carlo_with_computed_quantiles(transform: str) -> None:
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)
-def test_log_partition_is_finite_and_accurate_at_extreme_betas(transform: str) -> None:
+def test_log_partition_is_finite_and_accurate_at_extreme_betas(transform: Transform) -> None:
     """Stable for every beta > 0: no overflow at small beta, no cancellation at large beta.
 
     Large beta: log Z = E[f(U)]/beta + O(1/beta^2). Small beta: Laplace at u = 1,

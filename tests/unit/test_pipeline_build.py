@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qrpo.pipeline.build import build_rows
 from qrpo.pipeline.config import BuildConfig
 from qrpo.pipeline.errors import StageError
+from qrpo.pipeline.stages.build import build_rows
 
 PROMPT = [{"role": "user", "content": "Solve it."}]
 

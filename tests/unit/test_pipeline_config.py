@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qrpo.pipeline.config import ConfigError, bundled_configs, load_config
-from qrpo.pipeline.train import expand_sweep, run_spec_args
+from qrpo.pipeline.sweep import expand_sweep, run_spec_args
 
 
 def write(tmp_path, text: str):
@@ -39,7 +39,7 @@ def test_bundled_configs_load_and_hold_the_paper_settings():
     # 2 nodes x 4 GPUs x 2 per device x 8 accumulation steps = 128
     assert run_spec_args(paper, qrpo[0], "out", executor="slurm")["gradient_accumulation_steps"] == 8
     tiny = load_config("tiny-cpu")
-    assert tiny.model.is_tiny and tiny.data.train.path == "demo"
+    assert tiny.model.is_tiny and tiny.data.train is not None and tiny.data.train.path == "demo"
 
 
 def test_overrides_are_yaml_values_on_dotted_keys():
@@ -66,7 +66,8 @@ def test_wrong_types_and_choices_are_named(tmp_path):
 
 
 def test_scientific_numbers_are_numbers(tmp_path):
-    path = write(tmp_path, "data: {train: {path: demo}, test: {path: demo}}\ntrain: {args: {learning_rate: 1e-6}, sweep: [{beta: [1e-2, 3e-2]}]}\n"
+    path = write(tmp_path, "data: {train: {path: demo}, test: {path: demo}}\n"
+                           "train: {args: {learning_rate: 1e-6}, sweep: [{beta: [1e-2, 3e-2]}]}\n"
                            "generate: {temperature: 1e0}\n")
     config = load_config(path)
     assert config.train.args["learning_rate"] == 1e-6 and config.generate.temperature == 1.0
@@ -96,7 +97,8 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 
 def test_sweep_grid_and_names():
-    config = load_config("tiny-cpu", ["train.sweep=[{loss_type: qrpo, beta: [0.1, 0.2], learning_rate: 1e-5}, {name: base, loss_type: dpo}]"])
+    sweep = "[{loss_type: qrpo, beta: [0.1, 0.2], learning_rate: 1e-5}, {name: base, loss_type: dpo}]"
+    config = load_config("tiny-cpu", [f"train.sweep={sweep}"])
     runs = expand_sweep(config)
     assert [r.name for r in runs] == ["qrpo-beta0.1-lr1e-05", "qrpo-beta0.2-lr1e-05", "base"]
     assert runs[1].args == {"loss_type": "qrpo", "beta": 0.2, "learning_rate": 1e-5}

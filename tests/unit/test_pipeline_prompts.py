@@ -24,9 +24,11 @@ def test_paper_rewriting_adds_the_pre_code_block_the_import_note_and_the_import_
         QUERY.split("### Format:")[0]
         + "### Format:\nYour code will run after the following definitions and imports, which may or may not be needed.\n"
         + f"```python\n{PRE_CODE}```\n\n"
-        + "You will use the following starter code to write the solution to the problem and enclose your code within delimiters.\n"
+        + "You will use the following starter code to write the solution to the problem and enclose your code within "
+        + "delimiters.\n"
         + "You have to add the missing imports to the starter code to run correctly.\n"
-        + "```python\n# Additional imports.\n\n# End of additional imports.\n\nclass Solution:\n    def add(self, a: int, b: int) -> int:\n        \n```\n\n"
+        + "```python\n# Additional imports.\n\n# End of additional imports.\n\n"
+        + "class Solution:\n    def add(self, a: int, b: int) -> int:\n        \n```\n\n"
         + "### Answer: (use the provided format with backticks)\n"
     )
     assert paper_query(QUERY) == expected
@@ -54,8 +56,8 @@ def test_graded_preamble_keeps_the_promise_of_the_prompt():
 
 
 def test_other_formats_get_an_instruction_for_a_code_block():
-    problem = Problem(task_id="HumanEval/0", prompt="def add(a, b):\n    \"\"\"Add.\"\"\"\n", tests=(Test("function", "assert candidate(1, 2) == 3"),),
-                      metadata={"source_format": "humaneval"})
+    problem = Problem(task_id="HumanEval/0", prompt="def add(a, b):\n    \"\"\"Add.\"\"\"\n",
+                      tests=(Test("function", "assert candidate(1, 2) == 3"),), metadata={"source_format": "humaneval"})
     text = prompt_text(problem, "paper")
     assert "```python\ndef add(a, b):" in text and "```python code block" in text
 

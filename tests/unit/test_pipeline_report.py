@@ -6,13 +6,14 @@ from collections import Counter
 
 import pytest
 
-from qrpo.pipeline.prepare import assign_subsets
 from qrpo.pipeline.report import metrics, select_checkpoints, summarize
+from qrpo.pipeline.stages.prepare import assign_subsets
 
 
-def row(reward: float, seed: int = 0, subset: str = "selection", difficulty: str = "Easy", logp: float = -1.0, ref_logp: float = -1.5,
-        tokens: int = 10) -> dict:
-    return {"reward": reward, "seed": seed, "subset": subset, "difficulty": difficulty, "logp": logp, "ref_logp": ref_logp, "num_tokens": tokens}
+def row(reward: float, seed: int = 0, subset: str = "selection", difficulty: str = "Easy", logp: float = -1.0,
+        ref_logp: float = -1.5, tokens: int = 10) -> dict:
+    return {"reward": reward, "seed": seed, "subset": subset, "difficulty": difficulty, "logp": logp, "ref_logp": ref_logp,
+            "num_tokens": tokens}
 
 
 def test_avg_pass_is_the_mean_pass_rate_and_strict_pass_needs_every_test():
@@ -24,7 +25,8 @@ def test_avg_pass_is_the_mean_pass_rate_and_strict_pass_needs_every_test():
 
 
 def test_summary_averages_over_seeds_per_subset():
-    rows = [row(1.0, 0, "selection"), row(0.0, 0, "reporting", "Hard"), row(0.5, 1, "selection"), row(0.5, 1, "reporting", "Hard")]
+    rows = [row(1.0, 0, "selection"), row(0.0, 0, "reporting", "Hard"), row(0.5, 1, "selection"),
+            row(0.5, 1, "reporting", "Hard")]
     summary = summarize(rows, seeds=2)
     assert summary["subsets"]["selection"]["avg_pass"] == pytest.approx(75.0)
     assert summary["subsets"]["selection"]["avg_pass_std"] == pytest.approx(35.3553, abs=1e-3)
@@ -51,7 +53,8 @@ def policy(name: str, run: str, step: int, selection: float, reporting: float) -
     def subset(value: float) -> dict:
         return {"avg_pass": value, "avg_pass_std": 0.0, "strict_pass@1": value, "kl": 0.0}
 
-    return {"policy": name, "run": run, "step": step, "subsets": {"selection": subset(selection), "reporting": subset(reporting), "all": subset(0)}}
+    subsets = {"selection": subset(selection), "reporting": subset(reporting), "all": subset(0)}
+    return {"policy": name, "run": run, "step": step, "subsets": subsets}
 
 
 def test_checkpoints_are_selected_on_selection_and_reported_on_reporting():

@@ -18,12 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from qrpo.losses import log_partition, transform_quantiles
-from qrpo.quantile import quantile_rewards, reference_std
+from qrpo.losses import Transform, log_partition, transform_quantiles
+from qrpo.quantile import TIES, Method, Ties, quantile_rewards, reference_std
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("numpy", "torch")
-METHODS = ("broadcast", "sorted")
+METHODS: tuple[Method, ...] = ("broadcast", "sorted")
 
 
 def as_backend(x: object, backend: str) -> object:
@@ -44,7 +44,7 @@ def paper_quantiles(rewards: torch.Tensor, ref_rewards: torch.Tensor) -> torch.T
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", METHODS)
-def test_tie_rules_on_a_hand_example(backend: str, method: str) -> None:
+def test_tie_rules_on_a_hand_example(backend: str, method: Method) -> None:
     # reward 2 among references [1, 2, 2, 3]: 1 below, 2 equal, 1 above
     rewards = as_backend([2.0, 0.0, 5.0], backend)
     refs = as_backend([[1, 2, 2, 3]] * 3, backend)
@@ -109,7 +109,7 @@ def test_paths_and_backends_agree_for_every_tie_rule(data: st.DataObject) -> Non
     values = st.one_of(small_ints, st.floats(-1e3, 1e3, allow_nan=False))
     rewards = np.array(data.draw(st.lists(values, min_size=b * m, max_size=b * m)), dtype=np.float64).reshape(b, m)
     refs = np.array(data.draw(st.lists(values, min_size=b * n, max_size=b * n)), dtype=np.float64).reshape(b, n)
-    for ties in ("upper", "mid", "random"):
+    for ties in TIES:
         results = [
             to_numpy(quantile_rewards(backend(rewards), backend(refs), ties=ties, method=method, seed=7))
             for backend in (np.asarray, torch.from_numpy)
@@ -124,7 +124,7 @@ def test_paths_and_backends_agree_for_every_tie_rule(data: st.DataObject) -> Non
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", METHODS)
-def test_shared_references_equal_one_row_per_prompt(backend: str, method: str) -> None:
+def test_shared_references_equal_one_row_per_prompt(backend: str, method: Method) -> None:
     rng = np.random.default_rng(0)
     refs = rng.integers(0, 5, size=7).astype(np.float64)
     rewards = rng.integers(-1, 6, size=(3, 4)).astype(np.float64)
@@ -246,7 +246,7 @@ CONTINUOUS = {
 
 @pytest.mark.parametrize("distribution", sorted(CONTINUOUS))
 @pytest.mark.parametrize(("ties", "n", "prompts"), [("random", 20, 20_000), ("upper", 2_000, 3_000), ("mid", 2_000, 3_000)])
-def test_quantiles_of_reference_samples_are_uniform(distribution: str, ties: str, n: int, prompts: int) -> None:
+def test_quantiles_of_reference_samples_are_uniform(distribution: str, ties: Ties, n: int, prompts: int) -> None:
     """Continuous rewards: R_q ~ U(0, 1) under pi_ref, whatever the reward distribution.
 
     "random" is exactly uniform for any N; "upper" and "mid" take values k/N, so they are uniform up to
@@ -288,7 +288,9 @@ def test_discrete_rewards_random_ties_are_uniform_and_upper_ties_are_not() -> No
     print("\nlog Z error on pass rates (N = 20): log E[exp(f(R_q)/beta)] - closed form")
     print(f"{'transform':>12} {'beta':>6} {'upper':>10} {'random':>10} {'beta*err upper':>15}")
     # betas where 100k draws pin E[exp(f/beta)] to well under 1% (normal-icdf's variance is e^{1/beta^2} - 1)
-    for transform, betas in (("identity", (0.3, 1.0, 3.0)), ("log", (0.3, 1.0, 3.0)), ("normal-icdf", (1.0, 3.0))):
+    cases: tuple[tuple[Transform, tuple[float, ...]], ...] = (("identity", (0.3, 1.0, 3.0)), ("log", (0.3, 1.0, 3.0)),
+                                                              ("normal-icdf", (1.0, 3.0)))
+    for transform, betas in cases:
         for beta in betas:
             errors = {}
             for name, q in (("upper", upper), ("random", random)):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any, cast
 
 import pytest
 import torch
 from datasets import Dataset
 
 from qrpo.config import QRPOConfig
+from qrpo.logprobs import SequenceCollator, sequence_logps
 from qrpo.losses import qrpo_loss
 from qrpo.quantile import quantile_rewards
 from qrpo.tiny import tiny_llama, train_tokenizer
-from qrpo.logprobs import SequenceCollator, sequence_logps
 from qrpo.trainer import DatasetError, QRPOTrainer
 
 SOLUTIONS = [f"def add_{i}(x):\n    return x + {i}\n" for i in range(24)] + [
@@ -58,7 +59,7 @@ def paired_rows(n: int = 12) -> list[dict]:
 
 
 def config(tmp_path, **overrides) -> QRPOConfig:
-    defaults = dict(
+    defaults: dict[str, Any] = dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=4,
         per_device_eval_batch_size=4,
@@ -86,6 +87,17 @@ def trainer_for(tokenizer, tmp_path, rows, model_seed: int = 0, **overrides) -> 
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
+
+
+def model_of(trainer: QRPOTrainer) -> torch.nn.Module:
+    assert trainer.model is not None
+    return trainer.model
+
+
+def rows_of(trainer: QRPOTrainer) -> Dataset:
+    """The trainer's prepared (tokenized) training rows."""
+    assert isinstance(trainer.train_dataset, Dataset)
+    return trainer.train_dataset
 
 
 def losses_of(trainer: QRPOTrainer) -> list[float]:
@@ -124,21 +136,21 @@ def test_paired_baselines_train(tokenizer, tmp_path, loss_type):
     trainer = trainer_for(
         tokenizer, tmp_path, paired_rows(8), per_device_train_batch_size=8, num_train_epochs=15, loss_type=loss_type
     )
-    before = [p.detach().clone() for p in trainer.model.parameters()]
+    before = [p.detach().clone() for p in model_of(trainer).parameters()]
     trainer.train()
     losses = losses_of(trainer)
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0], losses
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model_of(trainer).parameters()))
     assert "rewards/accuracies" in trainer.state.log_history[0]
 
 
 def test_qrpo_on_paired_rows_follows_the_sample_selector(tokenizer, tmp_path):
     rows = paired_rows(10)
-    assert len(trainer_for(tokenizer, tmp_path, rows, sample_selector="both").train_dataset) == 20
-    chosen = trainer_for(tokenizer, tmp_path, rows, sample_selector="chosen").train_dataset
+    assert len(rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="both"))) == 20
+    chosen = rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="chosen"))
     assert len(chosen) == 10
-    picked = trainer_for(tokenizer, tmp_path, rows, sample_selector="random").train_dataset
+    picked = rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="random"))
     assert len(picked) == 10
     chosen_ids = {tuple(r) for r in chosen["completion_ids"]}
     assert 0 < sum(tuple(r) in chosen_ids for r in picked["completion_ids"]) < 10  # a mix of both sides
@@ -149,8 +161,8 @@ def test_qrpo_on_paired_rows_follows_the_sample_selector(tokenizer, tmp_path):
 
 def test_packed_and_padded_log_probs_agree_with_the_textbook_computation(tokenizer, tmp_path):
     trainer = trainer_for(tokenizer, tmp_path, pointwise_rows(6))
-    rows = [trainer.train_dataset[i] for i in range(6)]
-    model = trainer.model.eval()
+    rows = [rows_of(trainer)[i] for i in range(6)]
+    model = model_of(trainer).eval()
     packed = SequenceCollator(tokenizer.pad_token_id, padding_free=True)(rows)
     padded = SequenceCollator(tokenizer.pad_token_id, padding_free=False)(rows)
     assert packed["input_ids"].shape[0] == 1 and (packed["labels"] != -100).sum() == (padded["labels"] != -100).sum()
@@ -164,26 +176,41 @@ def test_packed_and_padded_log_probs_agree_with_the_textbook_computation(tokeniz
 def test_precomputed_and_online_reference_log_probs_agree(tokenizer, tmp_path):
     rows = pointwise_rows(10)
     precomputed = trainer_for(tokenizer, tmp_path, rows)
-    dataset = precomputed._with_ref_logps(precomputed.train_dataset, "train")
+    dataset = precomputed._with_ref_logps(rows_of(precomputed), "train")
     online = trainer_for(tokenizer, tmp_path, rows, precompute_ref_log_probs=False)
-    assert online.ref_model is not None and "ref_logps" not in online.train_dataset.column_names
+    assert online.ref_model is not None and "ref_logps" not in rows_of(online).column_names
     collate = online.data_collator
     with torch.no_grad():
-        values = torch.cat([sequence_logps(online.ref_model, collate([online.train_dataset[i] for i in range(j, min(j + 3, 10))])) for j in range(0, 10, 3)])
+        batches = [collate([rows_of(online)[i] for i in range(j, min(j + 3, 10))]) for j in range(0, 10, 3)]
+        values = torch.cat([sequence_logps(online.ref_model, batch) for batch in batches])
     torch.testing.assert_close(torch.tensor(dataset["ref_logps"]).flatten(), values, atol=1e-5, rtol=0)
 
 
 def test_reference_log_probs_are_cached_and_reused(tokenizer, tmp_path):
     rows = pointwise_rows(8)
     first = trainer_for(tokenizer, tmp_path, rows)
-    a = first._with_ref_logps(first.train_dataset, "train")["ref_logps"]
+    a = first._with_ref_logps(rows_of(first), "train")["ref_logps"]
     assert first.ref_log_probs_cache_hits == 0 and list((tmp_path / "ref-cache").glob("*.npy"))
     second = trainer_for(tokenizer, tmp_path, rows)
-    assert second._with_ref_logps(second.train_dataset, "train")["ref_logps"] == a
+    assert second._with_ref_logps(rows_of(second), "train")["ref_logps"] == a
     assert second.ref_log_probs_cache_hits == 1
     other_model = trainer_for(tokenizer, tmp_path, rows, model_seed=1)  # other weights: another cache entry
-    other_model._with_ref_logps(other_model.train_dataset, "train")
+    other_model._with_ref_logps(rows_of(other_model), "train")
     assert other_model.ref_log_probs_cache_hits == 0
+
+
+def test_a_sweep_reuses_the_reference_log_probs(tokenizer, tmp_path):
+    """The cache key is the token ids, the weights and the precision: other training arguments (beta, ties, the
+    output folder: a sweep) find the same entry; other tokens (a shorter completion cap) make another."""
+    rows = pointwise_rows(8)
+    first = trainer_for(tokenizer, tmp_path, rows, beta=0.1)
+    a = first._with_ref_logps(rows_of(first), "train")["ref_logps"]
+    other_run = trainer_for(tokenizer, tmp_path, rows, beta=0.3, ties="random", output_dir=str(tmp_path / "run-2"))
+    assert other_run._with_ref_logps(rows_of(other_run), "train")["ref_logps"] == a
+    assert other_run.ref_log_probs_cache_hits == 1
+    other_tokens = trainer_for(tokenizer, tmp_path, rows, max_completion_length=4)
+    other_tokens._with_ref_logps(rows_of(other_tokens), "train")
+    assert other_tokens.ref_log_probs_cache_hits == 0
 
 
 # ---------------------------------------------------------------------------------------- gradients
@@ -191,13 +218,13 @@ def test_reference_log_probs_are_cached_and_reused(tokenizer, tmp_path):
 
 def test_one_step_gradient_matches_a_hand_computation(tokenizer, tmp_path):
     trainer = trainer_for(tokenizer, tmp_path, pointwise_rows(5, refs=6), transform="log")
-    dataset = trainer._with_ref_logps(trainer.train_dataset, "train")
+    dataset = trainer._with_ref_logps(rows_of(trainer), "train")
     rows = [dataset[i] for i in range(5)]
-    model = trainer.model.train()
+    model = model_of(trainer).train()
 
     model.zero_grad()
-    trainer.compute_loss(model, SequenceCollator(tokenizer.pad_token_id)(rows)).backward()
-    ours = [p.grad.clone() for p in model.parameters()]
+    cast(torch.Tensor, trainer.compute_loss(model, SequenceCollator(tokenizer.pad_token_id)(rows))).backward()
+    ours = [cast(torch.Tensor, p.grad).clone() for p in model.parameters()]
 
     # By hand: textbook log-probs, quantiles from the raw rewards, qrpo.losses, mean over the batch.
     raw = pointwise_rows(5, refs=6)
@@ -240,7 +267,8 @@ def test_checkpoint_resume_gives_the_same_next_step_loss(tokenizer, tmp_path):
     expected = losses_of(straight)
     assert losses_of(interrupted) == pytest.approx(expected, abs=1e-6)
     assert len(losses_of(resumed)) == 4  # steps 1-2 come from the checkpoint's trainer state
-    assert losses_of(resumed)[2:] == pytest.approx(expected[2:], abs=1e-6)  # steps 3 and 4: weights, optimizer and data position restored
+    # steps 3 and 4: weights, optimizer and data position restored
+    assert losses_of(resumed)[2:] == pytest.approx(expected[2:], abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -249,8 +277,10 @@ def test_checkpoint_resume_gives_the_same_next_step_loss(tokenizer, tmp_path):
 @pytest.mark.parametrize(
     "change, loss_type, message",
     [
-        (lambda rows: [{k: v for k, v in r.items() if k != "ref_rewards"} for r in rows], "qrpo", "missing column(s) ref_rewards"),
-        (lambda rows: rows[:3] + [{**rows[3], "completion": [{"role": "assistant", "content": "  "}]}], "qrpo", "row 3: field 'completion' is empty"),
+        (lambda rows: [{k: v for k, v in r.items() if k != "ref_rewards"} for r in rows], "qrpo",
+         "missing column(s) ref_rewards"),
+        (lambda rows: rows[:3] + [{**rows[3], "completion": [{"role": "assistant", "content": "  "}]}], "qrpo",
+         "row 3: field 'completion' is empty"),
         (lambda rows: rows[:2] + [{**rows[2], "reward": float("nan")}], "qrpo", "row 2: field 'reward' is nan"),
         (lambda rows: rows[:1] + [{**rows[1], "ref_rewards": [0.5] * 3}], "qrpo", "row 1: field 'ref_rewards' has 3 rewards"),
         (lambda rows: rows, "dpo", "loss_type='dpo' needs paired rows"),
@@ -272,9 +302,10 @@ def test_a_model_path_that_does_not_exist_fails_fast(tmp_path):
 
 
 def test_plain_text_rows_get_bos_and_eos(tokenizer, tmp_path):
-    rows = [{k: (v[0]["content"] if isinstance(v, list) and isinstance(v[0], dict) else v) for k, v in r.items()} for r in pointwise_rows(4)]
+    rows = [{k: (v[0]["content"] if isinstance(v, list) and isinstance(v[0], dict) else v) for k, v in r.items()}
+            for r in pointwise_rows(4)]
     trainer = trainer_for(tokenizer, tmp_path, rows, max_steps=2)
-    first = trainer.train_dataset[0]
+    first = rows_of(trainer)[0]
     assert first["prompt_ids"][0] == tokenizer.bos_token_id and first["completion_ids"][-1] == tokenizer.eos_token_id
     assert tokenizer.decode(first["completion_ids"][:-1]) == rows[0]["completion"]
     trainer.train()

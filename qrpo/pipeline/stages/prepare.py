@@ -15,21 +15,22 @@ checkpoints and hyperparameters) and a `reporting` half (to report them), as the
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
-import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-from sandbox.datasets import LoadedProblems, UnknownFormatError, load_problems
-from sandbox.problem import Problem
+from sandbox.datasets import LoadedProblems
+from sandbox.rundir import dumps
 
-from .config import DataConfig, PipelineConfig, SourceConfig, is_hub_dataset
-from .errors import StageError
-from .prompts import chat_prompt, graded_preamble, solution_completion
-from .rundir import save_table
+from ..config import PipelineConfig
+from ..errors import StageError
+from ..layout import RunLayout, save_table
+from ..problems import load_source
+from ..prompts import PromptStyle, chat_prompt, graded_preamble, solution_completion
+from ..stage import StageContext
 
+NAME = "prepare"
+SUMMARY = "problems -> chat prompts, tests, filters, train/test splits"
 SPLITS = ("train", "test")
 
 
@@ -38,50 +39,10 @@ def requires(config: PipelineConfig) -> list[str]:
 
 
 def inputs(config: PipelineConfig) -> dict[str, Any]:
-    return {"data": dataclasses.asdict(config.data)}
+    return {"data": config.data.model_dump()}
 
 
-def load_source(key: str, source: SourceConfig, data: DataConfig) -> LoadedProblems:
-    """The problems of one source (a file, `demo`, or a hub dataset), with the min/max tests filters."""
-    rows: Any
-    if source.path == "demo":
-        from sandbox import demo
-
-        rows = demo.problems_path()
-    elif is_hub_dataset(source.path):
-        rows = _hub_rows(key, source)
-    else:
-        rows = Path(source.path).expanduser()
-        if not rows.is_file():
-            raise StageError(f"{key}.path {source.path} does not exist; give a JSONL(.gz) file of problems, demo, or a Hugging Face dataset id")
-    try:
-        loaded = load_problems(rows, format=source.format, min_tests=data.min_tests, max_tests=data.max_tests)
-    except UnknownFormatError as error:
-        raise StageError(f"{key}: {error}") from None
-    if loaded.errors and not loaded.problems:
-        first = loaded.errors[0]
-        raise StageError(f"{key}: no row of {source.path} is a usable problem ({len(loaded.errors)} bad rows; first: {first}); "
-                         f"check the file, or set {key}.format to one of the registered formats")
-    for error in loaded.errors[:5]:  # some rows are bad: say which, and go on with the others
-        print(f"qrpo prepare: {key} {error}", file=sys.stderr)
-    if source.limit is not None:
-        loaded.problems = dict(list(loaded.problems.items())[: source.limit])
-    return loaded
-
-
-def _hub_rows(key: str, source: SourceConfig) -> list[dict[str, Any]]:
-    from datasets import load_dataset
-
-    try:
-        table = load_dataset(source.path, split=source.split or "train", revision=source.revision)
-    except Exception as error:  # noqa: BLE001 -- offline, unknown id, unknown split: one line
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StageError(f"{key}.path {source.path}: could not load it from the Hugging Face Hub ({message[:200]}); "
-                         "download the dataset file and give its path instead") from None
-    return [dict(row) for row in table]
-
-
-def problem_rows(loaded: LoadedProblems, style: str) -> list[dict[str, Any]]:
+def problem_rows(loaded: LoadedProblems, style: PromptStyle) -> list[dict[str, Any]]:
     """One row per problem: the chat prompt, the graded problem and what reports group by."""
     rows = []
     for problem in loaded:
@@ -92,7 +53,7 @@ def problem_rows(loaded: LoadedProblems, style: str) -> list[dict[str, Any]]:
             "solution": solution_completion(problem) or "",
             "difficulty": str(problem.metadata.get("difficulty") or "unknown"),
             "num_tests": len(problem.tests),
-            "problem": json.dumps(graded.to_dict(), ensure_ascii=False),
+            "problem": dumps(graded.to_dict()),
         })
     return rows
 
@@ -128,8 +89,8 @@ def assign_subsets(rows: list[dict[str, Any]], reporting_fraction: float, seed: 
             row["subset"] = "reporting" if i < reporting else "selection"
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    config: PipelineConfig = ctx.config
+def run(ctx: StageContext) -> dict[str, Any]:
+    config = ctx.config
     data = config.data
     model_path = ctx.model_path() if data.max_tokens is not None else None
     summary: dict[str, Any] = {}
@@ -142,7 +103,7 @@ def run(ctx: Any) -> dict[str, Any]:
         too_long = 0
         if model_path is not None:
             count_tokens(rows, model_path)
-            kept = [r for r in rows if r["chat_tokens"] <= data.max_tokens]
+            kept = [r for r in rows if data.max_tokens is None or r["chat_tokens"] <= data.max_tokens]
             too_long = len(rows) - len(kept)
             rows = kept
         else:
@@ -153,7 +114,7 @@ def run(ctx: Any) -> dict[str, Any]:
                              f"max_tokens {data.max_tokens}); relax data.min_tests or data.max_tokens")
         if split == "test":
             assign_subsets(rows, data.reporting_fraction, data.split_seed)
-        save_table(rows, ctx.run_dir.prompts(split))
+        save_table(rows, ctx.layout.prompts(split))
         summary[split] = {"problems": len(rows), "bad_rows": len(loaded.errors), "too_few_tests": len(loaded.skipped),
                           "too_long": too_long, "formats": loaded.formats}
         dropped = [f"{len(loaded.errors)} bad rows"]
@@ -165,6 +126,5 @@ def run(ctx: Any) -> dict[str, Any]:
     return summary
 
 
-def load_problems_table(table: Any) -> dict[str, Problem]:
-    """The graded problems of a prepared split, by task_id."""
-    return {row["task_id"]: Problem.from_dict(json.loads(row["problem"])) for row in table.select_columns(["task_id", "problem"])}
+def progress(layout: RunLayout) -> str | None:
+    return None  # seconds of work: done or not

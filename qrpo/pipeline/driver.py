@@ -1,7 +1,8 @@
-"""Running stages: skip what is done, refuse what is stale, record what finished.
+"""The driver: runs the stages of one config in one output directory, skips what is done, refuses what is
+stale, records what finished.
 
-Each stage module has `requires(config)` (the stages it reads), `inputs(config)` (the config values that change
-its result) and `run(ctx)` (does the work, returns a summary). Its fingerprint hashes its inputs and the
+Each stage (`stage.Stage`) has `requires(config)` (the stages it reads), `inputs(config)` (the config values
+that change its result) and `run(ctx)` (does the work, returns a summary). Its fingerprint hashes its inputs and the
 tokens of the stage records it reads; a record's token changes whenever that stage is redone, so redoing a
 stage makes every stage after it stale. Then:
 
@@ -20,40 +21,25 @@ stage makes every stage after it stale. Then:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import importlib
-import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
 
-from .config import PipelineConfig, as_dict
+from sandbox.rundir import LockedError, fingerprint, lock, remove_tree, write_atomic
+
+from .config import ExecutorKind, PipelineConfig, as_dict
 from .errors import StageError
 from .executor import Executor, make_executor
-from .rundir import RunDir, StageRecord, fingerprint, remove_tree, write_text
+from .layout import RunLayout, StageRecord
+from .stage import StageContext
+from .stages import STAGES
 
-STAGE_FORMAT = 1  # bump when a stage's outputs change meaning: old records become stale
-
-STAGES: dict[str, str] = {
-    "model": "the reference model: builds and warms up the tiny model, or names a hub id / directory",
-    "prepare": "problems -> chat prompts, tests, filters, train/test splits",
-    "generate": "N reference completions per training prompt",
-    "grade": "every completion through the sandbox: its pass rate is its reward",
-    "build": "the training table: pointwise rows or preference pairs, with reference rewards",
-    "train": "QRPOTrainer (or a baseline) for each run of the sweep",
-    "evaluate": "every checkpoint on the test prompts, graded; report and plots",
-}
+STAGE_FORMAT = 2  # bump when a stage's outputs change meaning: old records become stale (2: sandbox.rundir fingerprints)
 INCREMENTAL = {"train", "evaluate"}
-
-
-def module(name: str) -> ModuleType:
-    return importlib.import_module(f"qrpo.pipeline.{name}")
 
 
 def token(record: StageRecord) -> str:
@@ -61,67 +47,33 @@ def token(record: StageRecord) -> str:
     return fingerprint([record.fingerprint, record.finished])
 
 
-@dataclass
-class Context:
-    """What a stage's `run` gets."""
-
-    config: PipelineConfig
-    run_dir: RunDir
-    executor: Executor
-    stage: str
-    fingerprint: str
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def say(self, message: str) -> None:
-        print(f"qrpo {self.stage}: {message}", file=sys.stderr, flush=True)
-
-    def model_path(self) -> str:
-        """The reference model: the tiny model the `model` stage built, or the configured id or directory."""
-        if self.config.model.is_tiny:
-            return str(self.run_dir.model.resolve())
-        local = Path(self.config.model.name_or_path).expanduser()
-        return str(local.resolve()) if local.is_dir() else self.config.model.name_or_path  # jobs may start elsewhere
-
-    def upstream_token(self, stage: str) -> str:
-        return self.tokens[stage]
-
-
 class Pipeline:
     """The stages of one config in one output directory."""
 
-    def __init__(self, config: PipelineConfig, executor: str | None = None) -> None:
+    def __init__(self, config: PipelineConfig, executor: ExecutorKind | None = None) -> None:
         self.config = config
-        self.run_dir = RunDir(Path(config.output_dir))
-        self.executor_kind = executor or config.executor
+        self.layout = RunLayout(Path(config.output_dir))
+        self.executor_kind: ExecutorKind = executor or config.executor
         self._executor: Executor | None = None
 
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._executor = make_executor(self.executor_kind, self.run_dir.root.resolve(), self.config.slurm)
+            self._executor = make_executor(self.executor_kind, self.layout.root.resolve(), self.config.slurm)
         return self._executor
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """One qrpo at a time per output directory (two would write the same chunks); the lock dies with its
         process, so a killed run never leaves it behind."""
-        self.run_dir.root.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir.root / ".qrpo.lock", "a+", encoding="utf-8") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "?"
-                raise StageError(f"another qrpo (pid {holder}) is running in {self.run_dir.root}; wait for it to finish, or give this one "
-                                 "another --output-dir") from None
-            f.seek(0)
-            f.truncate()
-            f.write(str(os.getpid()))
-            f.flush()
-            yield
+        try:
+            with lock(self.layout.root, "qrpo"):
+                yield
+        except LockedError as error:
+            raise StageError(f"{error} (--output-dir)") from None
 
     def requires(self, stage: str) -> list[str]:
-        return module(stage).requires(self.config)
+        return STAGES[stage].requires(self.config)
 
     def needed(self, final: str = "evaluate") -> list[str]:
         """The stages `final` depends on (itself included), in pipeline order."""
@@ -135,17 +87,17 @@ class Pipeline:
         """(fingerprint, inputs, upstream tokens) of `stage` now, or None while an upstream stage is not done."""
         tokens = {}
         for dep in self.requires(stage):
-            record = self.run_dir.record(dep)
+            record = self.layout.record(dep)
             upstream = self.expected(dep) if record is not None else None
             if record is None or upstream is None or record.fingerprint != upstream[0]:
                 return None
             tokens[dep] = token(record)
-        inputs = module(stage).inputs(self.config)
+        inputs = STAGES[stage].inputs(self.config)
         return fingerprint({"stage": stage, "format": STAGE_FORMAT, "inputs": inputs, "upstream": tokens}), inputs, tokens
 
     def state(self, stage: str) -> str:
         """done, stale, partial, pending (ready to run) or blocked (an upstream stage is not done)."""
-        record = self.run_dir.record(stage)
+        record = self.layout.record(stage)
         expected = self.expected(stage)
         if record is not None:
             if expected is not None and record.fingerprint == expected[0]:
@@ -153,42 +105,43 @@ class Pipeline:
             return "stale"
         if expected is None:
             return "blocked"
-        return "partial" if self.run_dir.stage(stage).exists() else "pending"
+        return "partial" if self.layout.stage(stage).exists() else "pending"
 
     def run_stage(self, stage: str, force: bool = False) -> bool:
         """Run one stage unless it is done. Returns True if it ran."""
         for dep in self.requires(stage):
             state = self.state(dep)
             if state == "stale":
-                raise StageError(f"stage {stage} needs {dep}, which is stale ({self.staleness(dep)}): run `qrpo {dep} CONFIG --force` "
-                                 f"first (or `qrpo run CONFIG --force {dep}`)")
+                raise StageError(f"stage {stage} needs {dep}, which is stale ({self.staleness(dep)}): "
+                                 f"run `qrpo {dep} CONFIG --force` first (or `qrpo run CONFIG --force {dep}`)")
             if state != "done":
                 todo = [s for s in self.needed(stage) if s != stage and self.state(s) != "done"]
-                raise StageError(f"stage {stage} needs {', '.join(todo)} done first: run `qrpo {todo[0]} CONFIG` and the next ones, "
-                                 "or `qrpo run CONFIG`")
+                raise StageError(f"stage {stage} needs {', '.join(todo)} done first: run `qrpo {todo[0]} CONFIG` "
+                                 "and the next ones, or `qrpo run CONFIG`")
         expected = self.expected(stage)
         assert expected is not None
         fp, inputs, tokens = expected
-        record = self.run_dir.record(stage)
+        record = self.layout.record(stage)
         if record is not None and record.fingerprint == fp and not force:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.finished))
             print(f"qrpo {stage}: skipped (done {when}; --force {stage} redoes it)", file=sys.stderr, flush=True)
             return False
         if force:
-            remove_tree(self.run_dir.stage(stage))
+            remove_tree(self.layout.stage(stage))
         elif record is not None:
             if stage in INCREMENTAL:  # its units keep their own fingerprints: redo or add only what changed
-                self.run_dir.record_path(stage).unlink()
+                self.layout.record_path(stage).unlink()
             elif _diff(record.inputs, inputs):  # its own settings changed: the user says whether to throw it away
-                raise StageError(f"stage {stage}: {self.run_dir.stage(stage)} was made from other inputs ({changes(record, inputs, tokens)}); "
-                                 f"rerun with --force {stage} to redo it (the stages after it follow)")
+                raise StageError(f"stage {stage}: {self.layout.stage(stage)} was made from other inputs "
+                                 f"({changes(record, inputs, tokens)}); rerun with --force {stage} to redo it "
+                                 "(the stages after it follow)")
             else:  # only an earlier stage was redone: this output is derived from data that is gone
                 print(f"qrpo {stage}: redoing it: an earlier stage was redone since it ran", file=sys.stderr, flush=True)
-                remove_tree(self.run_dir.stage(stage))
+                remove_tree(self.layout.stage(stage))
         started = time.monotonic()
-        ctx = Context(self.config, self.run_dir, self.executor, stage, fp, tokens)
-        summary = module(stage).run(ctx)
-        self.run_dir.write_record(stage, fp, inputs, summary, time.monotonic() - started)
+        ctx = StageContext(self.config, self.layout, self.executor, stage, fp, tokens)
+        summary = STAGES[stage].run(ctx)
+        self.layout.write_record(stage, fp, inputs, summary, time.monotonic() - started)
         print(f"qrpo {stage}: done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         return True
 
@@ -210,11 +163,11 @@ class Pipeline:
         return ran
 
     def write_config(self) -> None:
-        write_text(self.run_dir.root / "config.yaml", yaml.safe_dump(as_dict(self.config), sort_keys=False))
+        write_atomic(self.layout.root / "config.yaml", yaml.safe_dump(as_dict(self.config), sort_keys=False))
 
     def staleness(self, stage: str) -> str:
         """Why a stage's record is not current, in a few words."""
-        record = self.run_dir.record(stage)
+        record = self.layout.record(stage)
         expected = self.expected(stage)
         if record is None:
             return "not done"
@@ -231,7 +184,7 @@ class Pipeline:
                 rows.append((stage, "not needed", ""))
                 continue
             state = self.state(stage)
-            record = self.run_dir.record(stage)
+            record = self.layout.record(stage)
             detail = ""
             if record is not None:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.finished))
@@ -239,8 +192,7 @@ class Pipeline:
                 if state == "stale":
                     detail = self.staleness(stage) + "; " + detail
             elif state == "partial":
-                progress = getattr(module(stage), "progress", None)
-                detail = (progress(self.run_dir) if progress else None) or "started, not finished"
+                detail = STAGES[stage].progress(self.layout) or "started, not finished"
             rows.append((stage, state, detail))
         return rows
 

@@ -17,14 +17,17 @@ out pairs whose two rewards are equal (they carry no preference); `keep` (the pa
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections import defaultdict
 from typing import Any
 
-from .config import PipelineConfig
-from .errors import StageError
-from .rundir import load_table, save_table
+from ..config import PAIRS_PATTERN, BuildConfig, PipelineConfig
+from ..errors import StageError
+from ..layout import RunLayout, load_table, save_table
+from ..stage import StageContext
+
+NAME = "build"
+SUMMARY = "the training table: pointwise rows or preference pairs, with reference rewards"
+Scored = tuple[str, float]  # a completion's text and its reward
 
 
 def requires(config: PipelineConfig) -> list[str]:
@@ -32,31 +35,32 @@ def requires(config: PipelineConfig) -> list[str]:
 
 
 def inputs(config: PipelineConfig) -> dict[str, Any]:
-    return {"build": dataclasses.asdict(config.build)}
+    return {"build": config.build.model_dump()}
 
 
 def assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    config: PipelineConfig = ctx.config
-    graded = load_table(ctx.run_dir.graded).select_columns(["task_id", "prompt", "completion", "sample_index", "reward"])
-    prompts = load_table(ctx.run_dir.prompts("train"))
+def run(ctx: StageContext) -> dict[str, Any]:
+    config = ctx.config
+    graded = load_table(ctx.layout.graded).select_columns(["task_id", "prompt", "completion", "sample_index", "reward"])
+    prompts = load_table(ctx.layout.prompts("train"))
     texts = dict(zip(prompts["task_id"], prompts["solution"]))
-    solutions = {r["task_id"]: (texts[r["task_id"]], float(r["reward"])) for r in load_table(ctx.run_dir.stage("grade") / "solutions")}
+    solutions = {r["task_id"]: (texts[r["task_id"]], float(r["reward"])) for r in load_table(ctx.layout.solution_rewards)}
     rows, dropped = build_rows(graded.to_list(), config.build, solutions)
     if not rows:
         raise StageError(f"build: no training row was built from {len(graded)} completions (pairs {config.build.pairs}, "
                          f"{dropped} tied pairs dropped); set build.pair_ties: keep or generate more completions")
-    save_table(rows, ctx.run_dir.training_table)
+    save_table(rows, ctx.layout.training_table)
     kind = config.build.pairs or "pointwise"
     ctx.say(f"{len(rows)} {kind} rows ({dropped} tied pairs dropped)")
     refs = len(rows[0]["ref_rewards"])
     return {"rows": len(rows), "kind": kind, "ref_rewards_per_prompt": refs, "tied_pairs_dropped": dropped}
 
 
-def build_rows(graded: list[dict[str, Any]], build: Any, solutions: dict[str, tuple[str, float]] | None = None) -> tuple[list[dict[str, Any]], int]:
+def build_rows(graded: list[dict[str, Any]], build: BuildConfig,
+               solutions: dict[str, Scored] | None = None) -> tuple[list[dict[str, Any]], int]:
     """The training rows from graded completions (dicts with task_id, prompt, completion, sample_index, reward)
     and, for `offline`, the dataset's graded solutions (task_id -> (text, reward)). Returns the rows and the
     number of tied pairs dropped."""
@@ -75,7 +79,8 @@ def build_rows(graded: list[dict[str, Any]], build: Any, solutions: dict[str, tu
         prompt = group[0]["prompt"]
         if build.pairs is None:
             for r in group[: build.pointwise_samples] if build.pointwise_samples else group:
-                rows.append({"prompt": prompt, "completion": assistant(r["completion"]), "reward": float(r["reward"]), "ref_rewards": refs})
+                rows.append({"prompt": prompt, "completion": assistant(r["completion"]), "reward": float(r["reward"]),
+                             "ref_rewards": refs})
             continue
         for chosen, rejected in _pairs(build, task_id, group, solutions or {}):
             if chosen[1] == rejected[1] and build.pair_ties == "drop":
@@ -86,18 +91,20 @@ def build_rows(graded: list[dict[str, Any]], build: Any, solutions: dict[str, tu
     return rows, dropped
 
 
-def _pairs(build: Any, task_id: str, group: list[dict[str, Any]], solutions: dict[str, tuple[str, float]]) -> list[tuple[tuple[str, float], tuple[str, float]]]:
+def _pairs(build: BuildConfig, task_id: str, group: list[dict[str, Any]],
+           solutions: dict[str, Scored]) -> list[tuple[Scored, Scored]]:
     """(chosen, rejected) as (text, reward) for one prompt, per `build.pairs`."""
     samples = [(r["completion"], float(r["reward"])) for r in group]
 
-    def ordered(a: tuple[str, float], b: tuple[str, float]) -> tuple[tuple[str, float], tuple[str, float]]:
+    def ordered(a: Scored, b: Scored) -> tuple[Scored, Scored]:
         return (a, b) if a[1] >= b[1] else (b, a)
 
-    match = re.fullmatch(r"offpolicy(\d+)random", build.pairs)
-    if match:
-        k = int(match.group(1))
+    match = PAIRS_PATTERN.match(build.pairs or "")
+    if match and match.group(2):  # offpolicy<K>random
+        k = int(match.group(2))
         if len(samples) < 2 * k:
-            raise StageError(f"build: {build.pairs} needs {2 * k} completions per prompt, {task_id!r} has {len(samples)}; raise generate.num_samples")
+            raise StageError(f"build: {build.pairs} needs {2 * k} completions per prompt, {task_id!r} has {len(samples)}; "
+                             "raise generate.num_samples")
         return [ordered(samples[2 * i], samples[2 * i + 1]) for i in range(k)]
     if build.pairs == "offpolicy2best":
         first = samples[: build.best_of]
@@ -113,3 +120,7 @@ def _pairs(build: Any, task_id: str, group: list[dict[str, Any]], solutions: dic
             return []  # the dataset has no solution for this prompt
         return [ordered(solutions[task_id], samples[0])]
     raise StageError(f"build: unknown build.pairs {build.pairs!r}")
+
+
+def progress(layout: RunLayout) -> str | None:
+    return None  # seconds of work: done or not

@@ -15,8 +15,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig
-from .rundir import Chunks, RunDir, fingerprint, load_table, save_table
+from sandbox.rundir import Chunks, fingerprint
+
+from ..config import PipelineConfig
+from ..layout import RunLayout, chunk_progress, load_table, save_table
+from ..stage import StageContext
+
+NAME = "generate"
+SUMMARY = "N reference completions per training prompt"
 
 
 def requires(config: PipelineConfig) -> list[str]:
@@ -29,40 +35,43 @@ def inputs(config: PipelineConfig) -> dict[str, Any]:
             "engine": g.engine, "chunk_size": g.chunk_size, "seed": g.seed, "dtype": config.model.dtype}
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    config: PipelineConfig = ctx.config
-    prompts = load_table(ctx.run_dir.prompts("train"))
-    chunks = _chunks(ctx.run_dir, config, len(prompts), ctx.fingerprint)
+def run(ctx: StageContext) -> dict[str, Any]:
+    config = ctx.config
+    prompts = load_table(ctx.layout.prompts("train"))
+    chunks = _chunks(ctx.layout, config, len(prompts), ctx.fingerprint)
     pending = chunks.pending()
     if pending:
-        ctx.say(f"{len(pending)} of {chunks.count} chunks to generate ({len(prompts)} prompts x {config.generate.num_samples} samples)")
+        ctx.say(f"{len(pending)} of {chunks.count} chunks to generate "
+                f"({len(prompts)} prompts x {config.generate.num_samples} samples)")
         jobs = min(config.generate.jobs, len(pending)) if ctx.executor.kind == "slurm" else 1
-        calls = [(config, str(ctx.run_dir.root), ctx.model_path(), ctx.fingerprint, pending[k::jobs]) for k in range(jobs)]
+        calls = [(config, str(ctx.layout.root), ctx.model_path(), ctx.fingerprint, pending[k::jobs]) for k in range(jobs)]
         ctx.executor.map("generate", generate_chunks, calls, config.slurm.generate)
     else:
         ctx.say(f"all {chunks.count} chunks were generated already; merging")
     from datasets import concatenate_datasets
 
     table = concatenate_datasets([load_table(chunks.path(i)) for i in range(chunks.count)])
-    save_table(table, ctx.run_dir.completions)
+    save_table(table, ctx.layout.completions)
     finished = sum(table["finished"]) / max(len(table), 1)
     return {"completions": len(table), "prompts": len(prompts), "chunks": chunks.count, "finished_share": round(finished, 4),
             "mean_tokens": round(sum(table["num_tokens"]) / max(len(table), 1), 1)}
 
 
-def _chunks(run_dir: RunDir, config: PipelineConfig, num_prompts: int, fp: str) -> Chunks:
-    return Chunks(run_dir.stage("generate") / "chunks", fp, math.ceil(num_prompts / config.generate.chunk_size), "generate")
+def _chunks(layout: RunLayout, config: PipelineConfig, num_prompts: int, fp: str) -> Chunks:
+    """Each chunk is a `datasets` table (a folder, saved atomically) of `chunk_size` prompts' completions."""
+    return Chunks(layout.generate_chunks, fp, math.ceil(num_prompts / config.generate.chunk_size), kind="completions",
+                  fix="rerun with --force generate to redo the stage")
 
 
 def generate_chunks(config: PipelineConfig, root: str, model_path: str, fp: str, indices: list[int]) -> int:
     """Generate the given chunks (skipping saved ones); runs here or in a SLURM job. Returns chunks made."""
-    from .progress import bar
-    from .sampling import Sampler
+    from ..progress import bar
+    from ..sampling import Sampler
 
     g = config.generate
-    run_dir = RunDir(Path(root))
-    prompts = load_table(run_dir.prompts("train"))
-    chunks = _chunks(run_dir, config, len(prompts), fp)
+    layout = RunLayout(Path(root))
+    prompts = load_table(layout.prompts("train"))
+    chunks = _chunks(layout, config, len(prompts), fp)
     todo = [i for i in indices if not chunks.done(i)]
     if not todo:
         return 0
@@ -84,13 +93,7 @@ def generate_chunks(config: PipelineConfig, root: str, model_path: str, fp: str,
     return made
 
 
-def progress(run_dir: RunDir) -> str | None:
+def progress(layout: RunLayout) -> str | None:
     """For `qrpo status`: how many chunks are saved."""
-    folder = run_dir.stage("generate") / "chunks"
-    if not folder.is_dir():
-        return None
-    from .rundir import read_json
-
-    manifest = read_json(folder / "manifest.json") or {}
-    done = len([p for p in folder.glob("chunk-*") if p.is_dir()])
-    return f"{done}/{manifest.get('count', '?')} chunks saved"
+    found = chunk_progress(layout.generate_chunks)
+    return None if found is None else f"{found[0]}/{found[1]} chunks saved"

@@ -9,13 +9,16 @@ this machine show up here first).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from .config import PipelineConfig
-from .grading import grade_rows, result_columns
-from .prepare import load_problems_table
-from .rundir import load_table, save_table
+from ..config import PipelineConfig
+from ..layout import RunLayout, chunk_progress, load_table, save_table
+from ..problems import load_problems_table
+from ..sandbox_grading import grade_rows, grading_settings, result_columns
+from ..stage import StageContext
+
+NAME = "grade"
+SUMMARY = "every completion through the sandbox: its pass rate is its reward"
 
 
 def requires(config: PipelineConfig) -> list[str]:
@@ -23,28 +26,26 @@ def requires(config: PipelineConfig) -> list[str]:
 
 
 def inputs(config: PipelineConfig) -> dict[str, Any]:
-    box = dataclasses.asdict(config.sandbox)
-    for key in ("workers", "jobs", "cpus_per_job", "time_min"):  # where and how fast, not what
-        box.pop(key)
-    return {"sandbox": box}
+    return grading_settings(config)
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    config: PipelineConfig = ctx.config
-    prompts = load_table(ctx.run_dir.prompts("train"))
+def run(ctx: StageContext) -> dict[str, Any]:
+    config = ctx.config
+    prompts = load_table(ctx.layout.prompts("train"))
     problems = load_problems_table(prompts)
-    completions = load_table(ctx.run_dir.completions)
+    completions = load_table(ctx.layout.completions)
     rows = [{"task_id": t, "completion": c} for t, c in zip(completions["task_id"], completions["completion"])]
     solutions = [{"task_id": t, "completion": s} for t, s in zip(prompts["task_id"], prompts["solution"]) if s]
-    folder = ctx.run_dir.stage("grade")
+    folder = ctx.layout.stage("grade")
     results = grade_rows(problems, rows + solutions, folder, config, ctx.executor.kind, "grade")
     graded = [result_columns(r) for r in results[: len(rows)]]
     table = completions
     for column in graded[0] if graded else []:
         table = table.add_column(column, [g[column] for g in graded])
-    save_table(table, ctx.run_dir.graded)
-    solution_rewards = [{"task_id": s["task_id"], "reward": result_columns(r)["reward"]} for s, r in zip(solutions, results[len(rows):])]
-    save_table(solution_rewards, folder / "solutions")
+    save_table(table, ctx.layout.graded)
+    solution_rewards = [{"task_id": s["task_id"], "reward": result_columns(r)["reward"]}
+                        for s, r in zip(solutions, results[len(rows):])]
+    save_table(solution_rewards, ctx.layout.solution_rewards)
     rewards = [g["reward"] for g in graded]
     mean = sum(rewards) / max(len(rewards), 1)
     solved = sum(r["reward"] == 1.0 for r in solution_rewards)
@@ -58,17 +59,10 @@ def run(ctx: Any) -> dict[str, Any]:
             "backend": sorted({g["backend"] for g in graded if g["backend"]})}
 
 
-def progress(run_dir: Any) -> str | None:
-    """For `qrpo status`: saved chunks (local) or finished shards (SLURM)."""
-    from .rundir import read_json
-
-    folder = run_dir.stage("grade")
-    chunks = read_json(folder / "chunks" / "manifest.json")
-    if chunks:
-        done = len(list((folder / "chunks").glob("chunk-*.jsonl")))
-        return f"{done}/{chunks['count']} chunks saved"
-    shards = read_json(folder / "shards" / "manifest.json")
-    if shards:
-        done = len(list((folder / "shards" / "shards").glob("result-*.jsonl")))
-        return f"{done}/{shards['shards']} SLURM shards finished"
+def progress(layout: RunLayout) -> str | None:
+    """For `qrpo status`: saved chunks (local) or finished shards (SLURM): both `sandbox.rundir.Chunks` folders."""
+    for folder, what in (("chunks", "chunks saved"), ("shards", "SLURM shards finished")):
+        found = chunk_progress(layout.stage("grade") / folder)
+        if found is not None:
+            return f"{found[0]}/{found[1]} {what}"
     return None

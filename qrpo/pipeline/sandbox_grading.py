@@ -1,8 +1,9 @@
-"""Grading completions through the sandbox, resumably: what `grade` and `evaluate` share.
+"""Completions -> grades through the sandbox, resumably: what the `grade` and `evaluate` stages share.
 
 Locally, the completions are graded in chunks by one warm pool of judges (`sandbox.pool.Pool`), each chunk's
-results saved once complete; on SLURM, `sandbox.cluster.grade_distributed` sends them out as one job array
-and keeps its own run directory. Either way a rerun grades only what is not saved yet.
+results saved once complete (a `sandbox.rundir.Chunks` folder); on SLURM, `sandbox.cluster.grade_distributed`
+sends them out as one job array and keeps its own run directory. Either way a rerun grades only what is not
+saved yet.
 
 A completion the sandbox could not grade (`sandbox_error`: a judge died or hung three times) is never scored
 0: its chunk is not saved and the stage fails, naming how many, so a rerun grades them again.
@@ -15,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.problem import GradeResult, Limits, Problem, Verdict
+from sandbox.rundir import Chunks, fingerprint
 
-from .config import PipelineConfig
+from .config import ExecutorKind, PipelineConfig
 from .errors import StageError
 from .progress import bar as progress_bar
-from .rundir import Chunks, fingerprint, read_jsonl, write_jsonl
+
+# Where and how fast grading runs, not what it decides: left out of the fingerprints of grades.
+WHERE_KEYS = ("workers", "jobs", "cpus_per_job", "time_min")
+
+
+def grading_settings(config: PipelineConfig) -> dict[str, Any]:
+    """The sandbox settings that change a grade (what the stages that grade put in their fingerprints)."""
+    return {"sandbox": config.sandbox.model_dump(exclude=set(WHERE_KEYS))}
 
 
 def limits_of(config: PipelineConfig) -> Limits:
@@ -28,7 +37,7 @@ def limits_of(config: PipelineConfig) -> Limits:
 
 
 def grade_rows(problems: dict[str, Problem], rows: list[dict[str, Any]], folder: Path, config: PipelineConfig,
-               executor: str, stage: str) -> list[GradeResult]:
+               executor: ExecutorKind, stage: str) -> list[GradeResult]:
     """Grade `rows` ({task_id, completion}) against `problems`; one result per row, in order."""
     limits = limits_of(config)
     problems = {k: p.with_limits(limits) for k, p in problems.items()}
@@ -40,7 +49,8 @@ def grade_rows(problems: dict[str, Problem], rows: list[dict[str, Any]], folder:
         results = _grade_here(problems, rows, folder, config, stage)
     failed = [r for r in results if any(t.verdict is Verdict.SANDBOX_ERROR for t in r.tests)]
     if failed:
-        raise StageError(f"{stage}: {len(failed)} completion(s) could not be graded (sandbox_error, e.g. {failed[0].tests[0].detail[:120]!r}); "
+        example = failed[0].tests[0].detail[:120]
+        raise StageError(f"{stage}: {len(failed)} completion(s) could not be graded (sandbox_error, e.g. {example!r}); "
                          "`sandbox doctor` checks the backend; rerun to grade them again (graded chunks are kept)")
     return results
 
@@ -50,14 +60,17 @@ def _options(config: PipelineConfig) -> dict[str, Any]:
     return {"backend": box.backend, "granularity": box.granularity, "extract": box.extract}
 
 
-def _grade_here(problems: dict[str, Problem], rows: list[dict[str, Any]], folder: Path, config: PipelineConfig, stage: str) -> list[GradeResult]:
+def _grade_here(problems: dict[str, Problem], rows: list[dict[str, Any]], folder: Path, config: PipelineConfig,
+                stage: str) -> list[GradeResult]:
     from sandbox.api import iter_grade
     from sandbox.pool import Pool
 
     box = config.sandbox
     size = box.chunk_size
-    fp = fingerprint({"problems": {k: p.to_dict() for k, p in sorted(problems.items())}, "rows": rows, "options": _options(config)})
-    chunks = Chunks(folder / "chunks", fp, math.ceil(len(rows) / size), stage, suffix=".jsonl")
+    fp = fingerprint({"problems": {k: p.to_dict() for k, p in sorted(problems.items())}, "rows": rows,
+                      "options": _options(config)})
+    chunks = Chunks(folder / "chunks", fp, math.ceil(len(rows) / size), kind=f"{stage} grades", suffix=".jsonl",
+                    fix=f"rerun with --force {stage} to redo the stage")
     pending = chunks.pending()
     unsaved = 0
     if pending:
@@ -68,27 +81,29 @@ def _grade_here(problems: dict[str, Problem], rows: list[dict[str, Any]], folder
                 for index in pending:
                     results = []
                     for result in iter_grade(problems, rows[index * size: (index + 1) * size], pool=pool,
-                                             granularity=box.granularity, extract=box.extract):  # type: ignore[arg-type]
+                                             granularity=box.granularity, extract=box.extract):
                         results.append(result)
                         bar.update(1)
                     if any(t.verdict is Verdict.SANDBOX_ERROR for r in results for t in r.tests):
                         unsaved += 1  # graded again by the next run
                         continue
-                    write_jsonl(chunks.path(index), [r.to_dict() for r in results])
+                    chunks.write_rows(index, [r.to_dict() for r in results])
         finally:
             bar.close()
     out: list[GradeResult] = []
     for index in range(chunks.count):
         if chunks.done(index):
-            out.extend(GradeResult.from_dict(r) for r in read_jsonl(chunks.path(index)))
+            out.extend(GradeResult.from_dict(r) for r in chunks.read_rows(index))
         else:
             chunk = rows[index * size: (index + 1) * size]
-            out.extend(GradeResult.uniform(r["task_id"], 1, Verdict.SANDBOX_ERROR, box.backend, "not graded: its chunk had sandbox errors")
+            out.extend(GradeResult.uniform(r["task_id"], 1, Verdict.SANDBOX_ERROR, box.backend,
+                                           "not graded: its chunk had sandbox errors")
                        for r in chunk)
     return out
 
 
-def _grade_on_slurm(problems: dict[str, Problem], rows: list[dict[str, Any]], folder: Path, config: PipelineConfig) -> list[GradeResult]:
+def _grade_on_slurm(problems: dict[str, Problem], rows: list[dict[str, Any]], folder: Path,
+                    config: PipelineConfig) -> list[GradeResult]:
     from sandbox.cluster import ClusterError, grade_distributed
 
     box = config.sandbox
@@ -98,7 +113,7 @@ def _grade_on_slurm(problems: dict[str, Problem], rows: list[dict[str, Any]], fo
     try:
         return grade_distributed(problems, rows, None, executor="slurm", jobs=box.jobs, cpus_per_job=box.cpus_per_job,
                                  partition=config.slurm.partition, time_min=box.time_min, backend=box.backend,
-                                 workdir=folder / "shards", granularity=box.granularity,  # type: ignore[arg-type]
+                                 workdir=folder / "shards", granularity=box.granularity,
                                  extract=box.extract, slurm_parameters=extra or None)
     except ClusterError as error:
         raise StageError(str(error)) from None

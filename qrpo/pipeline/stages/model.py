@@ -10,14 +10,19 @@ failing programs, like a real model on real problems. Seconds on a CPU; the resu
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig, TinyModelConfig
-from .errors import StageError
-from .rundir import remove_tree
+from sandbox.rundir import atomic_dir
+
+from ..config import PipelineConfig, TinyModelConfig
+from ..errors import StageError
+from ..layout import RunLayout
+from ..stage import StageContext
+
+NAME = "model"
+SUMMARY = "the reference model: builds and warms up the tiny model, or names a hub id / directory"
 
 
 def requires(config: PipelineConfig) -> list[str]:
@@ -29,17 +34,17 @@ def inputs(config: PipelineConfig) -> dict[str, Any]:
     if not model.is_tiny:
         return {"name_or_path": model.name_or_path}
     data = config.data
-    return {"tiny": dataclasses.asdict(model.tiny), "prompt_style": data.prompt_style,
-            "sources": [dataclasses.asdict(s) for s in (data.train, data.test) if s is not None]}
+    return {"tiny": model.tiny.model_dump(), "prompt_style": data.prompt_style,
+            "sources": [s.model_dump() for s in (data.train, data.test) if s is not None]}
 
 
-def run(ctx: Any) -> dict[str, Any]:
-    config: PipelineConfig = ctx.config
+def run(ctx: StageContext) -> dict[str, Any]:
+    config = ctx.config
     if not config.model.is_tiny:
         ctx.say(f"reference model {config.model.name_or_path} (nothing to build)")
         return {"model": config.model.name_or_path}
     examples = training_examples(config)
-    out = ctx.run_dir.model
+    out = ctx.layout.model
     losses = build_tiny_model(config.model.tiny, examples, out, config.cpu_threads)
     ctx.say(f"tiny model in {out}: warm-up loss {losses[0]:.2f} -> {losses[-1]:.3f} on {len(examples)} solutions")
     return {"model": str(out), "examples": len(examples), "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}
@@ -47,8 +52,8 @@ def run(ctx: Any) -> dict[str, Any]:
 
 def training_examples(config: PipelineConfig) -> list[tuple[list[dict[str, str]], str]]:
     """(chat prompt, solution answer) for every problem of the sources that has a solution."""
-    from .prepare import load_source
-    from .prompts import chat_prompt, solution_completion
+    from ..problems import load_source
+    from ..prompts import chat_prompt, solution_completion
 
     examples: dict[str, tuple[list[dict[str, str]], str]] = {}
     for name in ("train", "test"):
@@ -60,7 +65,8 @@ def training_examples(config: PipelineConfig) -> list[tuple[list[dict[str, str]]
             if answer is not None:
                 examples.setdefault(problem.task_id, (chat_prompt(problem, config.data.prompt_style), answer))
     if not examples:
-        raise StageError("model: tiny learns from the problems' own solutions, but no problem of data.train or data.test has one; "
+        raise StageError("model: tiny learns from the problems' own solutions, but no problem of data.train or data.test "
+                         "has one; "
                          "use problems with solutions or give model.name_or_path")
     return list(examples.values())
 
@@ -82,12 +88,9 @@ def build_tiny_model(tiny: TinyModelConfig, examples: list[tuple[list[dict[str, 
                        num_attention_heads=tiny.num_attention_heads, num_key_value_heads=tiny.num_key_value_heads,
                        intermediate_size=tiny.intermediate_size, max_position_embeddings=max(2048, 2 * longest), seed=tiny.seed)
     losses = warm_up(model, sequences, tokenizer.pad_token_id, tiny)
-    tmp = out.with_name(f".{out.name}.tmp")
-    remove_tree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    remove_tree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return losses
 
 
@@ -98,7 +101,8 @@ def _tokenize(tokenizer: Any, prompt: list[dict[str, str]], answer: str) -> tupl
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
     if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise StageError("model: the chat template does not extend the prompt with the answer; the tiny tokenizer is inconsistent")
+        raise StageError("model: the chat template does not extend the prompt with the answer; "
+                         "the tiny tokenizer is inconsistent")
     return full_ids, len(prompt_ids)
 
 
@@ -106,9 +110,9 @@ def warm_up(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, tin
     """Plain-torch causal-LM training on the answer tokens (AdamW, constant learning rate, random batches)."""
     import torch
 
-    from .progress import bar as progress_bar
-
     from qrpo.logprobs import SequenceCollator
+
+    from ..progress import bar as progress_bar
 
     collate = SequenceCollator(pad_id, padding_free=False)
     torch.manual_seed(tiny.seed)
@@ -128,3 +132,7 @@ def warm_up(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, tin
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()
     return losses
+
+
+def progress(layout: RunLayout) -> str | None:
+    return None  # one step: built or not
