@@ -42,6 +42,9 @@ DEMO_PROBLEMS, SAMPLES = 14, 8  # tiny-cpu: the bundled demo problems, 8 referen
 SLOW = {
     "find-the-number-of-subsequences-with-equal-gcd": "the canonical solution needs ~22 s for its tests here",
     "maximum-number-of-moves-to-kill-all-pawns": "the canonical solution needs 10-15 s for its tests here",
+    # One of its 85 tests takes ~0.9 s of CPU on a quiet machine, against the paper's 1 s per test: it passed
+    # 3/3 quietly here, and timed out in a CI run under load (reward 84/85).
+    "sorted-gcd-pair-queries": "one test needs ~0.9 s of the 1 s CPU limit; it times out under load",
 }
 
 
