@@ -19,7 +19,17 @@ import collections
 import re
 from typing import Any
 
-MAX_NODES = 2_000_000
+# Budgets, charged before any work: a reply that is cheap to send must not be expensive to
+# decode, hash or compare. The frame size (the judge's REPLY_LIMIT) bounds the bytes; these bound
+# the objects. `MAX_EXPANDED` counts a shared part each time it is reached (what `==`, hashing
+# and repr walk); `MAX_DEPTH` bounds container nesting (CPython hashes tuples recursively in C
+# without a depth guard), restarting below each helper object; `MAX_SAME_HASH` bounds keys of one
+# set or dict with the same hash (colliding keys make building it quadratic).
+MAX_NODES = 500_000
+MAX_ITEMS = 2_000_000
+MAX_EXPANDED = 8_000_000
+MAX_DEPTH = 2_000
+MAX_SAME_HASH = 64
 MAX_INT_HEX_DIGITS = 20_000
 SMALL_INT = 1 << 63
 _HEX = re.compile(r"-?[0-9a-f]+")
@@ -32,6 +42,10 @@ class DecodeError(ValueError):
 
 class EncodeError(TypeError):
     """A value holds a type that is not plain data (a function, a generator, a custom class)."""
+
+
+class TooLarge(DecodeError, EncodeError):
+    """A value over one of the budgets: the solution's runtime error, never the judge's."""
 
 
 _SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset", collections.deque: "deque"}
@@ -95,14 +109,14 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             if -SMALL_INT < obj < SMALL_INT:
                 return obj
             if len(nodes) >= max_nodes:
-                raise EncodeError(f"value has more than {max_nodes} parts")
+                raise TooLarge(f"value has more than {max_nodes} parts")
             nodes.append(["int", format(obj, "x")])
             return [len(nodes) - 1]
         key = id(obj)
         if key in index:
             return [index[key]]
         if len(nodes) >= max_nodes:
-            raise EncodeError(f"value has more than {max_nodes} parts")
+            raise TooLarge(f"value has more than {max_nodes} parts")
         i = len(nodes)
         index[key] = i
         keep_alive.append(obj)
@@ -134,6 +148,8 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
     root = ref(value)
     while work:
         obj, node, slot = work.pop()
+        if node[0] in _DICT_TAGS or node[0] in ("set", "frozenset"):
+            _guard_hashes(list(obj))  # decode would refuse it
         if node[0] in _DICT_TAGS:
             node[slot] = [[ref(k), ref(v)] for k, v in obj.items()]
         elif node[0] == "obj":
@@ -141,7 +157,106 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             node[slot] = [[str(k), ref(v)] for k, v in attrs.items() if type(k) is str]
         else:
             node[slot] = [ref(v) for v in obj]
-    return {"root": root, "nodes": nodes}
+    document = {"root": root, "nodes": nodes}
+    check_budgets(nodes)  # what decode would refuse, encode refuses: the same function decides
+    return document
+
+
+def _refs(body: Any, n: int) -> tuple[list[int], int]:
+    """The node references among a body's values, and how many values it holds."""
+    refs = []
+    count = 0
+    for v in body if type(body) is list else ():
+        count += 1
+        if type(v) is list:
+            if len(v) == 1:
+                if type(v[0]) is int and 0 <= v[0] < n:
+                    refs.append(v[0])
+            elif len(v) == 2:  # a [key, value] or [attr, value] pair
+                for w in v:
+                    if type(w) is list and len(w) == 1 and type(w[0]) is int and 0 <= w[0] < n:
+                        refs.append(w[0])
+    return refs, count
+
+
+def _bodies(node: list[Any]) -> list[Any]:
+    tag = node[0]
+    if tag == "match":
+        return [node[i] if len(node) > i else None for i in (1, 2, 3)]
+    if tag == "obj":
+        return [node[2] if len(node) > 2 else None]
+    if tag in ("int", "bytes", "complex"):
+        return []
+    return [node[1] if len(node) > 1 else None]
+
+
+def check_budgets(raw: list[Any]) -> None:
+    """Charge a document's nodes, values, expanded size and nesting depth against the budgets
+    before anything is built. Raises TooLarge. Iterative: no depth of input can recurse here."""
+    n = len(raw)
+    if n > MAX_NODES:
+        raise TooLarge(f"value has more than {MAX_NODES} parts")
+    kids: list[list[int]] = []
+    scalars: list[int] = []
+    items = 0
+    for node in raw:
+        refs: list[int] = []
+        own = 0
+        if type(node) is list and node and type(node[0]) is str:
+            for body in _bodies(node):
+                r, count = _refs(body, n)
+                refs += r
+                own += count
+        kids.append(refs)
+        scalars.append(own - len(refs))
+        items += own + 1
+        if items > MAX_ITEMS:
+            raise TooLarge(f"value has more than {MAX_ITEMS} elements")
+    size = [0] * n
+    depth = [0] * n
+    state = bytearray(n)  # 0 unseen, 1 on the stack, 2 done
+    for start in range(n):
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, 0)]
+        while stack:
+            j, k = stack[-1]
+            children = kids[j]
+            if k < len(children):
+                stack[-1] = (j, k + 1)
+                c = children[k]
+                if not state[c]:
+                    state[c] = 1
+                    stack.append((c, 0))
+                continue
+            stack.pop()
+            total = 1 + scalars[j]
+            deepest = 0
+            for c in children:
+                if state[c] == 2:  # else a back edge of a cycle: compared by identity or cut by recursion limits
+                    total += size[c]
+                    deepest = max(deepest, depth[c])
+            if total > MAX_EXPANDED:
+                raise TooLarge(f"value expands to more than {MAX_EXPANDED} parts through shared references")
+            size[j] = total
+            depth[j] = 0 if type(raw[j]) is list and raw[j] and raw[j][0] == "obj" else deepest + 1
+            if depth[j] > MAX_DEPTH:
+                raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
+            state[j] = 2
+
+
+def _guard_hashes(keys: list[Any]) -> None:
+    """Refuse a set or dict whose keys share one hash too often (building it is quadratic)."""
+    if len(keys) <= MAX_SAME_HASH:
+        return
+    counts: dict[int, int] = {}
+    for key in keys:
+        h = hash(key)
+        c = counts.get(h, 0) + 1
+        if c > MAX_SAME_HASH:
+            raise TooLarge(f"more than {MAX_SAME_HASH} keys of one set or dict share a hash")
+        counts[h] = c
 
 
 def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> Any:
@@ -153,7 +268,9 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
         return _decode(doc, helper_types, max_nodes)
     except DecodeError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError, MemoryError) as exc:
+    except MemoryError:
+        raise TooLarge("value does not fit the judge's memory budget") from None
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"malformed value ({type(exc).__name__})") from None
 
 
@@ -163,7 +280,8 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
     helpers = helper_types or {}
     raw = doc["nodes"]
     if len(raw) > max_nodes:
-        raise DecodeError(f"value has more than {max_nodes} parts")
+        raise TooLarge(f"value has more than {max_nodes} parts")
+    check_budgets(raw)
     made: list[Any] = [None] * len(raw)
     # Pass 1: create every container empty (immutable ones are filled in pass 2 in an order
     # that respects their children). Pass 2 fills mutable containers.
@@ -256,7 +374,11 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
             elems = [value(v) for v in items(j)]
             tag = raw[j][0]
             try:
+                if tag != "tuple":
+                    _guard_hashes(elems)
                 made[j] = tuple(elems) if tag == "tuple" else set(elems) if tag == "set" else frozenset(elems)
+            except TooLarge:
+                raise
             except TypeError:
                 raise DecodeError(f"node {j}: unhashable set element") from None
             resolving.discard(j)
@@ -298,13 +420,19 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
             made[i].__init__([value(v) for v in node[1]], [tuple(sp) for sp in spans], named)
         elif tag in _DICT_TAGS:
             d = made[i]
+            pairs = []
             for pair in items(i):
                 if type(pair) is not list or len(pair) != 2:
                     raise DecodeError(f"node {i}: malformed dict item")
-                try:
-                    d[value(pair[0])] = value(pair[1])
-                except TypeError:
-                    raise DecodeError(f"node {i}: unhashable dict key") from None
+                pairs.append((value(pair[0]), value(pair[1])))
+            try:
+                _guard_hashes([k for k, _ in pairs])
+                for k, v in pairs:
+                    d[k] = v
+            except TooLarge:
+                raise
+            except TypeError:
+                raise DecodeError(f"node {i}: unhashable dict key") from None
         elif tag in ("tuple", "set", "frozenset") and made[i] is None:
             build_immutable(i)
     return value(doc["root"])
