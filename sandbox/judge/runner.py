@@ -82,7 +82,9 @@ def _enter_namespaces(fresh_world: bool) -> bool:
 
 
 def _map_ids(uid: int, gid: int) -> None:
-    """Keep our own uid and gid inside a new user namespace (files we create stay ours)."""
+    """Keep our own uid and gid inside a new user namespace (files we create stay ours). A
+    non-dumpable process cannot write its own maps, so it is dumpable only meanwhile."""
+    set_dumpable(True)
     for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
                        ("/proc/self/gid_map", f"{gid} {gid} 1")):
         try:
@@ -90,6 +92,7 @@ def _map_ids(uid: int, gid: int) -> None:
                 f.write(text)
         except OSError:
             pass
+    set_dumpable(False)
 
 
 def fresh_world(workdir: str, per_test: bool = False) -> bool:
