@@ -52,7 +52,8 @@ _SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozens
 # Standard-library dict types solutions commonly return (MBPP's freq_count returns a Counter):
 # sent as their items, rebuilt as the same stdlib type. A defaultdict's factory is kept only if
 # it is a builtin type; otherwise it arrives as None.
-_DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict"}
+_DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict",
+                           collections.defaultdict: "defaultdict"}
 _FACTORIES: dict[str, type] = {t.__name__: t for t in (int, float, str, list, dict, set, tuple, bool)}
 
 
@@ -60,27 +61,33 @@ class MatchView:
     """What a `re.Match` returned by a solution becomes in the judge: its text, groups and
     spans, truthy like a match (MBPP tests do `assert text_match(s)`)."""
 
-    def __init__(self, groups: list, spans: list, named: dict) -> None:
+    def __init__(self, groups: list[Any], spans: list[tuple[int, int]], named: dict[str, Any]) -> None:
         self._groups, self._spans, self._named = groups, spans, named
 
     def group(self, *indices: int | str) -> Any:
         picked = [self._named[i] if isinstance(i, str) else self._groups[i] for i in (indices or (0,))]
         return picked[0] if len(picked) == 1 else tuple(picked)
 
-    def groups(self) -> tuple:
+    def groups(self) -> tuple[Any, ...]:
         return tuple(self._groups[1:])
 
-    def groupdict(self) -> dict:
+    def groupdict(self) -> dict[str, Any]:
         return dict(self._named)
 
     def span(self, i: int = 0) -> tuple[int, int]:
-        return tuple(self._spans[i])  # type: ignore[return-value]
+        start, end = self._spans[i]
+        return start, end
 
     def start(self, i: int = 0) -> int:
         return self._spans[i][0]
 
     def end(self, i: int = 0) -> int:
         return self._spans[i][1]
+
+    def encoded(self) -> tuple[list[Any], list[list[int]], list[tuple[str, Any]]]:
+        """What it was made from: a value the solution returned crosses back unchanged (a test
+        that passes it to the candidate again is still judged here, never demoted)."""
+        return list(self._groups), [list(sp) for sp in self._spans], list(self._named.items())
 
     def __getitem__(self, i: int | str) -> Any:
         return self.group(i)
@@ -92,14 +99,14 @@ class MatchView:
         return f"<match span={tuple(self._spans[0])} group={self._groups[0]!r}>"
 
 
-def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> dict:
+def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> dict[str, Any]:
     """Encode `value` as plain data. Exact type checks: a subclass of int with a rigged `__eq__`
     is not an int here. `helper_types` maps class names to the classes allowed as objects."""
     helpers = {cls: name for name, cls in (helper_types or {}).items()}
     nodes: list[Any] = []
     index: dict[int, int] = {}
     keep_alive: list[Any] = []
-    work: list[tuple[Any, list[Any] | None, int]] = []
+    work: list[tuple[Any, list[Any], int]] = []
 
     def ref(obj: Any) -> Any:
         t = type(obj)
@@ -134,6 +141,9 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             groups = [obj.group(g) for g in range(obj.re.groups + 1)]
             spans = [list(obj.span(g)) for g in range(obj.re.groups + 1)]
             nodes.append(["match", [ref(g) for g in groups], spans, [[k, ref(v)] for k, v in obj.groupdict().items()]])
+        elif t is MatchView:
+            groups, spans, named = obj.encoded()
+            nodes.append(["match", [ref(g) for g in groups], spans, [[k, ref(v)] for k, v in named]])
         elif t in helpers:
             nodes.append(["obj", helpers[t], None])
             work.append((obj, nodes[i], 2))
@@ -346,7 +356,7 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
             return made[j]
         raise DecodeError("malformed value")
 
-    def items(i: int) -> list:
+    def items(i: int) -> list[Any]:
         arity = 3 if raw[i][0] == "defaultdict" else 2
         body = raw[i][1] if len(raw[i]) == arity else None
         if type(body) is not list:

@@ -260,7 +260,8 @@ class Judge:
         message; the runner streams the answers back, one per call, each under its own wall
         limit. The arguments are captured by running the test with a recorder in place of the
         candidate, which stops it at the call. Returns the test ids of the calls sent."""
-        calls = []
+        calls: list[dict[str, Any]] = []
+        ids: list[int] = []
         helpers = session.prepared.helpers
         for test in tests[:BATCH]:
             if not test.prefetchable:
@@ -270,8 +271,9 @@ class Judge:
                 exec(test.code, namespace)
                 break  # the test did not reach its call: run it on its own
             except Captured as captured:
-                calls.append({"test": session.new_test(), "args": codec.encode(list(captured.call_args), helpers),
-                              "kwargs": codec.encode(captured.kwargs, helpers)})
+                call = {"args": codec.encode(list(captured.call_args), helpers), "kwargs": codec.encode(captured.kwargs, helpers)}
+                ids.append(session.new_test())
+                calls.append({"test": ids[-1], **call})
             except Exception:  # noqa: BLE001  not plain data, or the arguments fail: that test runs on its own
                 break
             finally:
@@ -281,7 +283,7 @@ class Judge:
                 session.send({"op": "batch", "calls": calls})
             except SolutionFailure:
                 return []  # the runner was killed; the next test respawns it
-        return [call["test"] for call in calls]
+        return ids
 
     def _stdio(self, session: Session, deadline: float) -> list[dict[str, Any]]:
         results = []

@@ -461,11 +461,11 @@ class FunctionTests:
         else:
             answer = self._request(message)
         if isinstance(answer, frames.Raised):
-            exc = solution_exception(answer)
-            if exc is None:
+            raised = solution_exception(answer)
+            if raised is None:
                 raise self.fail(*raise_verdict(answer))
-            self.raised = exc
-            raise exc
+            self.raised = raised
+            raise raised
         if isinstance(answer, frames.Unencodable):
             raise self.fail(WRONG_ANSWER, f"returned a value that is not plain data: {answer.detail[:200]}")
         if not isinstance(answer, frames.Value):
