@@ -25,13 +25,19 @@ from typing import Any
 # and repr walk); `MAX_DEPTH` bounds container nesting (CPython hashes tuples recursively in C
 # without a depth guard), restarting below each helper object; `MAX_SAME_HASH` bounds keys of one
 # set or dict with the same hash (colliding keys make building it quadratic).
-MAX_NODES = 500_000
-MAX_ITEMS = 2_000_000
+MAX_NODES = 200_000
+MAX_ITEMS = 1_000_000
 MAX_EXPANDED = 8_000_000
 MAX_DEPTH = 2_000
 MAX_SAME_HASH = 64
 MAX_INT_HEX_DIGITS = 20_000
+# JSON arrays and objects in one frame that carries a value, counted before the JSON is parsed
+# (a node is two, a reference one, a dict item three).
+MAX_FRAME_CONTAINERS = 1_000_000
+MAX_FRAME_COMMAS = 2 * MAX_ITEMS + 4 * MAX_NODES  # values are separated by commas: a bound on them
 SMALL_INT = 1 << 63
+_SCALAR_TYPES = {type(None), bool, int, float, str}
+_ATOMS = ("int", "bytes", "complex")
 _HEX = re.compile(r"-?[0-9a-f]+")
 _DICT_TAGS = ("dict", "Counter", "OrderedDict", "defaultdict")
 
@@ -106,7 +112,8 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
     nodes: list[Any] = []
     index: dict[int, int] = {}
     keep_alive: list[Any] = []
-    work: list[tuple[Any, list[Any], int]] = []
+    work: list[tuple[Any, list[Any], int, int]] = []
+    level = [0]  # nesting depth of the container whose body is being encoded
 
     def ref(obj: Any) -> Any:
         t = type(obj)
@@ -129,14 +136,14 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
         keep_alive.append(obj)
         if t in _SEQUENCES:
             nodes.append([_SEQUENCES[t], None])
-            work.append((obj, nodes[i], 1))
+            work.append((obj, nodes[i], 1, level[0] + 1))
         elif t in _DICTS:
             if t is collections.defaultdict:
                 factory = obj.default_factory
                 nodes.append(["defaultdict", None, factory.__name__ if factory in _FACTORIES.values() else None])
             else:
                 nodes.append([_DICTS[t], None])
-            work.append((obj, nodes[i], 1))
+            work.append((obj, nodes[i], 1, level[0] + 1))
         elif t is re.Match:
             groups = [obj.group(g) for g in range(obj.re.groups + 1)]
             spans = [list(obj.span(g)) for g in range(obj.re.groups + 1)]
@@ -146,7 +153,7 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             nodes.append(["match", [ref(g) for g in groups], spans, [[k, ref(v)] for k, v in named]])
         elif t in helpers:
             nodes.append(["obj", helpers[t], None])
-            work.append((obj, nodes[i], 2))
+            work.append((obj, nodes[i], 2, 0))
         elif t is bytes:
             nodes.append(["bytes", obj.hex()])
         elif t is complex:
@@ -157,7 +164,9 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
 
     root = ref(value)
     while work:
-        obj, node, slot = work.pop()
+        obj, node, slot, level[0] = work.pop()
+        if level[0] > MAX_DEPTH:  # a lower bound of its depth: refuse before encoding the rest
+            raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
         if node[0] in _DICT_TAGS or node[0] in ("set", "frozenset"):
             _guard_hashes(list(obj))  # decode would refuse it
         if node[0] in _DICT_TAGS:
@@ -172,34 +181,6 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
     return document
 
 
-def _refs(body: Any, n: int) -> tuple[list[int], int]:
-    """The node references among a body's values, and how many values it holds."""
-    refs = []
-    count = 0
-    for v in body if type(body) is list else ():
-        count += 1
-        if type(v) is list:
-            if len(v) == 1:
-                if type(v[0]) is int and 0 <= v[0] < n:
-                    refs.append(v[0])
-            elif len(v) == 2:  # a [key, value] or [attr, value] pair
-                for w in v:
-                    if type(w) is list and len(w) == 1 and type(w[0]) is int and 0 <= w[0] < n:
-                        refs.append(w[0])
-    return refs, count
-
-
-def _bodies(node: list[Any]) -> list[Any]:
-    tag = node[0]
-    if tag == "match":
-        return [node[i] if len(node) > i else None for i in (1, 2, 3)]
-    if tag == "obj":
-        return [node[2] if len(node) > 2 else None]
-    if tag in ("int", "bytes", "complex"):
-        return []
-    return [node[1] if len(node) > 1 else None]
-
-
 def check_budgets(raw: list[Any]) -> None:
     """Charge a document's nodes, values, expanded size and nesting depth against the budgets
     before anything is built. Raises TooLarge. Iterative: no depth of input can recurse here."""
@@ -209,21 +190,59 @@ def check_budgets(raw: list[Any]) -> None:
     kids: list[list[int]] = []
     scalars: list[int] = []
     items = 0
-    for node in raw:
+    arrays = 2  # the document's root reference and node list
+    forward = True  # every reference points to a later node
+    for j, node in enumerate(raw):
         refs: list[int] = []
         own = 0
+        arrays += 2
         if type(node) is list and node and type(node[0]) is str:
-            for body in _bodies(node):
-                r, count = _refs(body, n)
-                refs += r
-                own += count
+            tag = node[0]
+            bodies = node[2:3] if tag == "obj" else node[1:4] if tag == "match" else () if tag in _ATOMS else node[1:2]
+            for body in bodies:
+                if type(body) is not list:
+                    continue
+                own += len(body)
+                if {type(v) for v in body} <= _SCALAR_TYPES:
+                    continue
+                for v in body:
+                    if type(v) is not list:
+                        continue
+                    arrays += 1
+                    for w in (v,) if len(v) == 1 else v if len(v) == 2 else ():  # a value, or a [key, value] pair
+                        if type(w) is list:
+                            if w is not v:
+                                arrays += 1
+                            if len(w) == 1 and type(w[0]) is int and 0 <= w[0] < n:
+                                refs.append(w[0])
+                                forward = forward and w[0] > j
         kids.append(refs)
         scalars.append(own - len(refs))
         items += own + 1
         if items > MAX_ITEMS:
             raise TooLarge(f"value has more than {MAX_ITEMS} elements")
+    if arrays > MAX_FRAME_CONTAINERS - 64:
+        raise TooLarge(f"value takes more than {MAX_FRAME_CONTAINERS} JSON arrays")
     size = [0] * n
     depth = [0] * n
+    is_obj = [type(node) is list and bool(node) and node[0] == "obj" for node in raw]
+    if forward:
+        # Every reference points forward (what encode produces when nothing is shared
+        # backwards): one sweep from the last node computes every size and depth.
+        for j in range(n - 1, -1, -1):
+            total = 1 + scalars[j]
+            deepest = 0
+            for c in kids[j]:
+                total += size[c]
+                if depth[c] > deepest:
+                    deepest = depth[c]
+            if total > MAX_EXPANDED:
+                raise TooLarge(f"value expands to more than {MAX_EXPANDED} parts through shared references")
+            size[j] = total
+            depth[j] = 0 if is_obj[j] else deepest + 1
+            if depth[j] > MAX_DEPTH:
+                raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
+        return
     state = bytearray(n)  # 0 unseen, 1 on the stack, 2 done
     for start in range(n):
         if state[start]:
@@ -250,7 +269,7 @@ def check_budgets(raw: list[Any]) -> None:
             if total > MAX_EXPANDED:
                 raise TooLarge(f"value expands to more than {MAX_EXPANDED} parts through shared references")
             size[j] = total
-            depth[j] = 0 if type(raw[j]) is list and raw[j] and raw[j][0] == "obj" else deepest + 1
+            depth[j] = 0 if is_obj[j] else deepest + 1
             if depth[j] > MAX_DEPTH:
                 raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
             state[j] = 2
@@ -417,7 +436,11 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
     for i, node in enumerate(raw):
         tag = node[0]
         if tag in ("list", "deque"):
-            made[i].extend(value(v) for v in items(i))
+            body = items(i)
+            if {type(v) for v in body} <= _SCALAR_TYPES:
+                made[i].extend(body)  # nothing to resolve: the common case, at C speed
+            else:
+                made[i].extend(value(v) for v in body)
         elif tag == "match":
             spans = node[2]
             if not all(type(sp) is list and len(sp) == 2 and all(type(x) is int for x in sp) for sp in spans):

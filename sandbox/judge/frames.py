@@ -14,13 +14,14 @@ Frames from a runner (`test` is the judge's id of the test the frame answers):
   {"test": int, "unencodable": str, "time_s": float}
   {"test": int, "passed": bool}                   an opaque test ran
   {"test": int, "exited": STATUS}                 a per_test fork ended
-  {"test": int, "exited": STATUS, "stdout": str}  a stdio program ended
+  {"test": int, "exited": STATUS, "stdout": str}  a stdio program ended (stdout in base64)
 
 STATUS is {"code": int} or {"signal": int}; the status pipe carries a bare STATUS.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -172,7 +173,11 @@ def answer(message: dict[str, Any]) -> Answer:
             stdout = message["stdout"]
             if type(stdout) is not str:
                 raise FrameError("stdout is not a string")
-            return StdioDone(test, status(message["exited"]), stdout)
+            try:
+                text = base64.b64decode(stdout, validate=True).decode("utf-8", "replace")
+            except ValueError:  # binascii.Error included
+                raise FrameError("stdout is not base64") from None
+            return StdioDone(test, status(message["exited"]), text)
         _keys(message, {"test", "exited"})
         return Exited(test, status(message["exited"]))
     raise FrameError("unknown frame")

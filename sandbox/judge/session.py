@@ -31,7 +31,7 @@ JUDGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = os.path.basename(JUDGE_DIR)
 PACKAGE_PARENT = os.path.dirname(JUDGE_DIR)
 SIGNAL_TIMEOUT = {signal.SIGXCPU, signal.SIGKILL}
-REPLY_LIMIT = 64 * 1024 * 1024  # bytes of one frame from the runner
+REPLY_LIMIT = 32 * 1024 * 1024  # bytes of one frame from the runner (16 MiB of stdout fits, escaped)
 WRITE_GRACE_S = 5.0  # a runner that does not take a request within this long has stopped reading
 MESSAGE_LIMIT = 500  # characters of an exception message handed to test code
 # What a solution's `raise` becomes when test code must not catch it: it tried to leave, or its
@@ -366,7 +366,8 @@ class Session:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                answer = frames.answer(self.reader.read(deadline, REPLY_LIMIT))
+                answer = frames.answer(self.reader.read(deadline, REPLY_LIMIT, codec.MAX_FRAME_CONTAINERS,
+                                                         codec.MAX_FRAME_COMMAS))
             except protocol.Timeout:
                 self.kill()
                 raise SolutionFailure(TIMEOUT, f"no answer within {timeout:g} s") from None
