@@ -81,6 +81,13 @@ class FloatIn(_WithExample, click.FloatRange):
         self.example = str(example)
 
 
+class InputError(click.ClickException):
+    """A usage error about an input rather than an option's syntax (a config key, a data file):
+    exit 2, one line, without the `--help` hint."""
+
+    exit_code = EXIT_USAGE
+
+
 def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     """Several click options as one decorator, applied in the order listed (as if stacked)."""
 
@@ -147,6 +154,9 @@ class Group(click.Group):
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else name
             click.echo(f"Error: {one_line(exc.format_message())} (see `{command} --help`)", err=True)
+            code = EXIT_USAGE
+        except InputError as exc:
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             code = EXIT_USAGE
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
