@@ -62,7 +62,8 @@ def bad_values(option: click.Option) -> list[str]:
 
 def sandbox_cases(tmp: Path) -> list[tuple[str, list[str], dict[str, str], str]]:
     """(module, args, env, what the one line must name)."""
-    grade = ["grade", "-p", str(PROBLEMS), "-c", str(COMPLETIONS), "-o", str(tmp / "out" / "graded.jsonl"), "--backend", "process"]
+    output = str(tmp / "out" / "graded.jsonl")
+    grade = ["grade", "-p", str(PROBLEMS), "-c", str(COMPLETIONS), "-o", output, "--backend", "process"]
     cases = []
     for command, base in (("grade", grade), ("serve", ["serve"]), ("demo", ["demo"])):
         for option in numeric_options(COMMANDS[command]):
@@ -82,7 +83,7 @@ def sandbox_cases(tmp: Path) -> list[tuple[str, list[str], dict[str, str], str]]
         (grade + ["--executor", "local", "--workers", "2"], {}, "--workers"),
         (grade[:5] + ["-o", str(tmp / "a-directory")], {}, "--output"),
         (["grade", "-p", str(tmp / "missing.jsonl"), "-c", str(COMPLETIONS), "-o", str(tmp / "o.jsonl")], {}, "missing.jsonl"),
-        (["grade", "-p", str(empty), "-c", str(COMPLETIONS), "-o", str(tmp / "o.jsonl"), "--backend", "process"], {}, "empty.jsonl"),
+        (["grade", "-p", str(empty), "-c", str(COMPLETIONS), "-o", output, "--backend", "process"], {}, "empty.jsonl"),
         (grade + ["--frobnicate"], {}, "--frobnicate"),
         (["grade", "-c", str(COMPLETIONS), "-o", str(tmp / "o.jsonl")], {}, "--problems"),
         (["serve", "--backend", "docker"], {}, "--backend"),
