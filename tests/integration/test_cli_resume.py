@@ -90,7 +90,7 @@ def gradings(counter: Path) -> list[int]:
 def comparable(path: Path) -> list[dict]:
     """The rows without their timings (the only fields that differ between two runs)."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n")[:-1]:
         row = json.loads(line)
         row.pop("time_s")
         for test in row["tests"]:
