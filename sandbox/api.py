@@ -51,8 +51,11 @@ def iter_grade(
     limits: Limits | None = None,
     progress: bool = False,
     pool: Pool | None = None,
+    skip: int = 0,
 ) -> Iterator[GradeResult]:
-    """Stream results in completion order. Pass `pool` to reuse warm workers across calls."""
+    """Stream results in completion order. Pass `pool` to reuse warm workers across calls.
+    `skip`: leave out the first `skip` completions rows (graded before: resuming); the others
+    keep their row numbers in error messages."""
     table = as_problems(problems)
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
@@ -60,6 +63,8 @@ def iter_grade(
     ready: dict[int, GradeResult] = {}
     jobs: list[Job] = []
     for index, (rowno, row) in enumerate(rows):
+        if index < skip:
+            continue
         result_or_job = _job(index, rowno, row, table, granularity, extract)
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
@@ -69,7 +74,7 @@ def iter_grade(
     pool = pool or Pool(backend, workers=workers, progress=progress)
     try:
         graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
-        for index in range(len(rows)):
+        for index in range(skip, len(rows)):
             yield ready.pop(index) if index in ready else next(graded)
     finally:
         if owned:
