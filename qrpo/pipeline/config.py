@@ -28,8 +28,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from sandbox.extract import Policy as ExtractPolicy
 from sandbox.problem import Granularity
 
-from .prompts import PromptStyle
+from .prompts import GradedPreamble, PromptStyle
 from .sampling import DType, Engine
+from .splits import SplitMethod
 
 # TODO(h18s merge): sandbox.problem.ExecutorKind (the same two values, for sharded grading) replaces this one.
 ExecutorKind = Literal["local", "slurm"]  # where the heavy work runs (`executor.make_executor`)
@@ -37,6 +38,13 @@ PairTies = Literal["keep", "drop"]  # pairs whose two rewards are equal: kept (t
 Launcher = Literal["python", "accelerate"]  # how a training run starts (`python -m` or `accelerate launch`)
 Checkpoints = Literal["all", "final"]  # which checkpoints of a training run are evaluated
 Oracle = Literal["solution", "empty"]  # policies without a model: the dataset's solutions, or nothing
+# The answer the length filter counts with the prompt: the dataset's `response` (an LLM answer; the reference
+# code's filter) or its canonical solution (the project's: the answer the oracle grades; `response` is empty
+# for about half of the v0.3.1 test rows, which then count the prompt alone).
+LengthAnswer = Literal["response", "solution"]
+# Checkpoint selection: method (the reference: per loss type, the best selection score over every run and
+# checkpoint of that method, the reference model as checkpoint-0 among them) or run (the project's: per run).
+SelectionScope = Literal["method", "run"]
 EXECUTORS: tuple[ExecutorKind, ...] = get_args(ExecutorKind)
 PAIRS_PATTERN = re.compile(r"^(offline|offpolicy2best|offpolicy(\d+)random)$")
 SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -158,8 +166,14 @@ class DataConfig(Section):
     max_tests: Positive | None = Field(default=100, description="Grade the first N tests of each problem (the paper).")
     max_tokens: Positive | None = Field(default=2048, description="Drop problems whose chat (prompt + the dataset's answer) "
                                         "is longer (the paper).")
+    length_answer: LengthAnswer = Field(default="response", description="The answer max_tokens counts: response (the "
+                                        "reference code) or solution (the canonical solution).")
+    graded_preamble: GradedPreamble = Field(default="pre_code", description="What paper-style LeetCode solutions run "
+                                            "after: pre_code (the reference code) or pre_code+dataset.")
     reporting_fraction: Number = Field(default=0.5, description="Share of the test split for reporting; the rest selects "
                                        "checkpoints.")
+    split_method: SplitMethod = Field(default="sklearn", description="sklearn: the reference code's stratified halves; "
+                                      "per-difficulty: the project's, independent of row order.")
     split_seed: int = 43
 
 

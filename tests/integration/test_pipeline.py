@@ -278,7 +278,9 @@ def test_leetcode_solutions_score_avg_pass_100_and_empty_completions_0(shared_da
     config.write_text(
         "name: canonical-solutions\n"
         f"output_dir: {tmp_path / 'run'}\n"
-        f"data: {{test: {{path: {shared_data / 'leetcode' / 'LeetCodeDataset-v0.3.1-test.jsonl.gz'}}}, max_tokens: null}}\n"
+        # the canonical solutions were written against the dataset's own preamble (`from heapq import *`, ...)
+        f"data: {{test: {{path: {shared_data / 'leetcode' / 'LeetCodeDataset-v0.3.1-test.jsonl.gz'}}}, max_tokens: null, "
+        "graded_preamble: pre_code+dataset}\n"
         "train: {sweep: []}\n"  # no model: the oracles answer with the dataset's solution, or with nothing
         "evaluate: {seeds: 1, reference: false, oracles: [solution, empty]}\n"
     )
@@ -440,3 +442,45 @@ def test_bad_input_fails_fast_with_one_line_naming_the_fix(case, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert expected.format(t=tmp_path) in lines[0], lines[0]
     assert seconds < 30
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16, item 3: what a test runs. The reference code grades `pre_code + "\n" + extracted code` (no dataset
+# preamble), so a solution that needs a name only the dataset's preamble imports fails there, and here by default.
+
+
+def test_a_solution_needing_a_preamble_only_import_fails_as_in_the_reference(shared_data, tmp_path):
+    import dataclasses
+
+    from qrpo.pipeline.config import load_config
+    from qrpo.pipeline.problems import load_source
+    from qrpo.pipeline.prompts import PRE_CODE
+    from qrpo.pipeline.sandbox_grading import grade_rows
+    from qrpo.pipeline.stages.prepare import problem_rows
+    from sandbox.problem import Problem
+
+    task = "final-array-state-after-k-multiplication-operations-i"  # its solution calls heappush, imported by
+    source = shared_data / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"  # `from heapq import *` only
+    config = load_config("tiny-cpu", [f"data.test.path={source}", "data.max_tokens=null", "sandbox.wall_s=1.0"])
+    loaded = load_source("data.test", config.data.test, config.data)  # type: ignore[arg-type]
+    loaded.problems = {task: loaded.problems[task]}
+    code = loaded.problems[task].metadata["canonical_solution"]
+    assert "heappush(" in code and "import" not in code and "from heapq import *" in loaded.problems[task].preamble
+    assert "heappush" not in PRE_CODE.replace("import heapq", "")
+
+    # The reference's rule, run as its judge runs it: exec(pre_code + "\n" + code), then the asserts.
+    problem = loaded.problems[task]
+    program = f"{PRE_CODE}\n{code}\ncandidate = {problem.entry_point}\n{problem.tests[0].source}\n"
+    reference = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert reference.returncode != 0 and "NameError: name 'heap" in reference.stderr  # heapify, then heappush
+
+    rewards = {}
+    for preamble in ("pre_code", "pre_code+dataset"):
+        row = problem_rows(loaded, "paper", preamble)[0]  # type: ignore[arg-type]
+        problem = Problem.from_dict(json.loads(row["problem"]))
+        assert dataclasses.asdict(problem)["preamble"] == (PRE_CODE if preamble == "pre_code" else
+                                                           PRE_CODE + "\n" + loaded.problems[task].preamble)
+        results = grade_rows({task: problem}, [{"task_id": task, "completion": row["solution"]}], tmp_path / preamble,
+                             config, "local", "evaluate")
+        rewards[preamble] = results[0].pass_rate
+    assert rewards == {"pre_code": 0.0, "pre_code+dataset": 1.0}

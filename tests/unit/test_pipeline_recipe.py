@@ -7,6 +7,8 @@ of $QRPO_SHARED_DATA (the v0.2.0 train file stands in for v0.3.1 train)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -143,3 +145,50 @@ def test_the_trainer_caps_prompt_plus_completion(tokenizer, tmp_path):
         assert capped["chosen_ids"] == full["chosen_ids"][: 48 - len(full["prompt_ids"])]
         assert capped["rejected_ids"] == full["rejected_ids"][: 48 - len(full["prompt_ids"])]
     assert math.isfinite(t.train().training_loss)
+
+
+# ---------------------------------------------------------------------------------------------- 4. selection
+
+
+def _leetcode_test_rows(shared: Path) -> list[dict[str, Any]]:
+    from qrpo.pipeline.config import load_config
+    from qrpo.pipeline.problems import load_source
+    from qrpo.pipeline.stages.prepare import problem_rows
+
+    source = shared / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"
+    config = load_config("tiny-cpu", [f"data.test.path={source}", "data.max_tokens=null"])
+    assert config.data.test is not None
+    return problem_rows(load_source("data.test", config.data.test, config.data), "paper")
+
+
+def test_the_selection_halves_are_the_reference_split_codes(shared_data):
+    """The reference's create_eval_split.py on the filtered test rows (dataset order): stratify by difficulty,
+    `train_test_split(indices, test_size=0.5, random_state=43)`; part 1 reports, part 2 selects."""
+    from sklearn import model_selection as sklearn  # a test dependency (qrpo[dev]): the reference code's own split
+
+    from qrpo.pipeline.splits import assign_subsets
+
+    rows = _leetcode_test_rows(shared_data)
+    assert len(rows) >= 220
+    indices = list(range(len(rows)))
+    reporting, selection = sklearn.train_test_split(indices, test_size=0.5, random_state=43,
+                                                    stratify=[r["difficulty"] for r in rows])
+    assign_subsets(rows, 0.5, 43, "sklearn")
+    assert [i for i, r in enumerate(rows) if r["subset"] == "selection"] == sorted(selection)
+    assert [i for i, r in enumerate(rows) if r["subset"] == "reporting"] == sorted(reporting)
+    assert len(selection) == math.ceil(len(rows) / 2)
+    for n in (223, 101, 40):  # other filtered sizes (the released revision keeps 223)
+        part1, part2 = sklearn.train_test_split(list(range(n)), test_size=0.5, random_state=43,
+                                                stratify=[r["difficulty"] for r in rows[:n]])
+        from qrpo.pipeline.splits import sklearn_halves
+
+        assert sklearn_halves([r["difficulty"] for r in rows[:n]], 0.5, 43) == ([int(i) for i in part1], [int(i) for i in part2])
+
+
+def test_a_difficulty_with_one_row_is_in_neither_half_as_in_the_reference():
+    from qrpo.pipeline.splits import assign_subsets
+
+    rows = [{"task_id": f"t{i}", "difficulty": d} for i, d in enumerate(["Easy"] * 6 + ["Hard"] * 5 + ["Medium"])]
+    assign_subsets(rows, 0.5, 43, "sklearn")
+    assert rows[-1]["subset"] == "none"
+    assert Counter(r["subset"] for r in rows) == {"selection": 6, "reporting": 5, "none": 1}
