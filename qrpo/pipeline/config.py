@@ -42,6 +42,10 @@ Oracle = Literal["solution", "empty"]  # policies without a model: the dataset's
 # code's filter) or its canonical solution (the project's: the answer the oracle grades; `response` is empty
 # for about half of the v0.3.1 test rows, which then count the prompt alone).
 LengthAnswer = Literal["response", "solution"]
+# offpolicy2best when all of a prompt's first `best_of` rewards tie: same (the reference code: best and worst are
+# both the first completion, a pair of one text with itself) or distinct (the project's: the second completion
+# is the rejected one, so the pair holds two texts).
+BestWorstTies = Literal["same", "distinct"]
 # Checkpoint selection: method (the reference: per loss type, the best selection score over every run and
 # checkpoint of that method, the reference model as checkpoint-0 among them) or run (the project's: per run).
 SelectionScope = Literal["method", "run"]
@@ -220,6 +224,8 @@ class BuildConfig(Section):
     pointwise_samples: Positive | None = Field(default=None, description="Pointwise: completions per prompt that become rows.")
     pair_ties: PairTies = "keep"
     best_of: Positive = Field(default=6, description="offpolicy2best: among how many completions.")
+    best_worst_ties: BestWorstTies = Field(default="same", description="offpolicy2best when every reward ties: same "
+                                           "(the reference code: the first completion on both sides) or distinct.")
 
 
 class TrainConfig(Section):
@@ -248,6 +254,8 @@ class EvaluateConfig(Section):
     reference: bool = Field(default=True, description="Also evaluate the reference model (step 0).")
     kl: bool = Field(default=True, description="KL(policy || reference) on the policy's samples.")
     oracles: list[Oracle] = Field(default_factory=list)
+    selection: SelectionScope = Field(default="method", description="method: also pick per loss type over every run's "
+                                      "checkpoints and the reference model (the reference code); run: per run only.")
 
 
 class SlurmJobConfig(Section):

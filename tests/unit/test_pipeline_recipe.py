@@ -192,3 +192,46 @@ def test_a_difficulty_with_one_row_is_in_neither_half_as_in_the_reference():
     assign_subsets(rows, 0.5, 43, "sklearn")
     assert rows[-1]["subset"] == "none"
     assert Counter(r["subset"] for r in rows) == {"selection": 6, "reporting": 5, "none": 1}
+
+
+def _entry(policy: str, run: str, step: int, selection: float, reporting: float = 0.0) -> dict[str, Any]:
+    def subset(value: float) -> dict[str, float]:
+        return {"avg_pass": value, "avg_pass_std": 0.0, "strict_pass@1": value, "kl": 0.0}
+
+    return {"policy": policy, "run": run, "step": step,
+            "subsets": {"selection": subset(selection), "reporting": subset(reporting), "all": subset(0.0)}}
+
+
+def reference_choice(runs: dict[str, dict[int, float]], base: float) -> tuple[str, int]:
+    """The reference's rule (collect_results.py + create_results_table_app.py): one row per (run directory,
+    checkpoint-*), checkpoint-0 a symlink to the base model in every run, directories sorted, checkpoints in
+    glob (string) order; per method `rows.loc[rows[selection].idxmax()]`, the first row of the best score."""
+    rows = []
+    for run in sorted(runs):
+        steps = {0: base, **runs[run]}
+        for name in sorted(f"checkpoint-{s}" for s in steps):
+            rows.append((run, int(name.split("-")[1]), steps[int(name.split("-")[1])]))
+    best = max(r[2] for r in rows)
+    run, step, _ = next(r for r in rows if r[2] == best)
+    return run, step
+
+
+@pytest.mark.parametrize("base,scores", [
+    (25.0, {"qrpo-beta0.01-lr1e-07": {40: 20.0, 80: 24.0}, "qrpo-beta0.03-lr1e-07": {40: 22.0, 200: 24.9}}),  # base best
+    (20.0, {"qrpo-beta0.01-lr1e-07": {40: 20.0, 80: 31.5}, "qrpo-beta0.03-lr1e-07": {40: 22.0, 200: 30.0}}),
+    (20.0, {"qrpo-beta0.01-lr1e-07": {40: 19.0}, "qrpo-beta0.03-lr1e-07": {120: 19.5, 200: 20.0}}),  # tie: checkpoint-0
+])
+def test_the_method_choice_is_the_references_with_checkpoint_0_a_candidate(base, scores):
+    from qrpo.pipeline.report import select_checkpoints
+
+    entries = [_entry("reference", "reference", 0, base, reporting=base + 1)]
+    for run, steps in scores.items():
+        entries += [_entry(f"{run}/checkpoint-{s}", run, s, v, reporting=v - 1) for s, v in steps.items()]
+    entries.append(_entry("dpo-beta0.1/checkpoint-40", "dpo-beta0.1", 40, 99.0))  # another method: not a candidate
+    picked = {r["run"]: r for r in select_checkpoints(entries, {**dict.fromkeys(scores, "qrpo"), "dpo-beta0.1": "dpo"})}
+    run, step = reference_choice(scores, base)
+    expected = "reference" if step == 0 else f"{run}/checkpoint-{step}"
+    assert picked["method:qrpo"]["selected"] == expected and picked["method:qrpo"]["step"] == step
+    assert picked["method:dpo"]["selected"] == "dpo-beta0.1/checkpoint-40"
+    if step == 0:  # the base model wins: what the method reports is the base model's reporting score
+        assert picked["method:qrpo"]["reporting_avg_pass"] == base + 1
