@@ -228,6 +228,23 @@ class BuildConfig(Section):
                                            "(the reference code: the first completion on both sides) or distinct.")
 
 
+class SftConfig(Section):
+    """The optional `sft` stage: the reference code's "sft" setting. The model is first fine-tuned on the training
+    problems' chats (prompt + the dataset's `response`, or its solution), every token counted as TRL's
+    SFTTrainer does on messages; the result is the reference policy of generate, train and evaluate (evaluated
+    as checkpoint-0). Off (the "nosft" setting): the model as it is.
+
+    `args` are trl.SFTConfig / TrainingArguments fields (the reference: 3 epochs, lr 5e-7, batch 128, cosine,
+    10% warmup, max_grad_norm 10, max_length 2048, drop_last); `total_batch_size` sets gradient accumulation
+    from the processes and the per-device batch; launcher, accelerate config and SLURM resources are train's."""
+
+    enabled: bool = False
+    answer: LengthAnswer = Field(default="response", description="The assistant turn trained on: response (the reference "
+                                 "code) or solution (the canonical solution).")
+    total_batch_size: Positive | None = None
+    args: Arguments = Field(default_factory=dict)
+
+
 class TrainConfig(Section):
     """The `train` stage: one training run (`qrpo.training_run`) per entry of the sweep.
 
@@ -289,6 +306,7 @@ class PipelineConfig(Section):
     data: DataConfig = DataConfig()
     generate: GenerateConfig = GenerateConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    sft: SftConfig = SftConfig()
     build: BuildConfig = BuildConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

@@ -17,6 +17,7 @@ prepared prompts (those two stages never use the executor) and run the other sta
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -484,3 +485,32 @@ def test_a_solution_needing_a_preamble_only_import_fails_as_in_the_reference(sha
                              config, "local", "evaluate")
         rewards[preamble] = results[0].pass_rate
     assert rewards == {"pre_code": 0.0, "pre_code+dataset": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16, item 5: the "sft" starting point: fine-tune on the training problems' answers, then that model is the
+# reference policy (what generate samples, what train starts from, checkpoint-0 of the evaluation)
+
+
+def test_the_sft_stage_makes_the_reference_policy(tmp_path):
+    root = tmp_path / "run"
+    proc = ok(qrpo("run", "tiny-cpu", "-o", str(root), "--set", "sft.enabled=true", "--set", "sft.answer=solution",
+                   "--set", "sft.args={num_train_epochs: 2, learning_rate: 1.0e-3, per_device_train_batch_size: 4, "
+                   "use_cpu: true, save_strategy: 'no', max_length: 512, logging_steps: 1}",
+                   "--set", "train.sweep=[]", "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
+    assert "stages run: model, prepare, sft, evaluate" in proc.stdout
+    model = root / "sft" / "model"
+    state = json.loads((model / "trainer_state.json").read_text())
+    chats = load(root / "sft" / "train")
+    assert len(chats) == DEMO_PROBLEMS and state["global_step"] == 2 * -(-DEMO_PROBLEMS // 4)
+    first = chats[0]["messages"]
+    assert [m["role"] for m in first] == ["user", "assistant"] and first[1]["content"].startswith("```python")
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert losses and all(math.isfinite(x) for x in losses)
+    report = json.loads((root / "evaluate" / "report.json").read_text())
+    assert [(p["policy"], p["path"]) for p in report["policies"]] == [("reference", str(model.resolve()))]
+    again = ok(qrpo("run", "tiny-cpu", "-o", str(root), "--set", "sft.enabled=true", "--set", "sft.answer=solution",
+                    "--set", "sft.args={num_train_epochs: 2, learning_rate: 1.0e-3, per_device_train_batch_size: 4, "
+                    "use_cpu: true, save_strategy: 'no', max_length: 512, logging_steps: 1}",
+                    "--set", "train.sweep=[]", "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
+    assert "stages run: none" in again.stdout

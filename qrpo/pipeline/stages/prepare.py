@@ -88,7 +88,7 @@ def chat_token_ids(tokenizer: Any, chat: list[dict[str, str]]) -> list[int]:
 def run(ctx: StageContext) -> dict[str, Any]:
     config = ctx.config
     data = config.data
-    model_path = ctx.model_path() if data.max_tokens is not None else None
+    model_path = ctx.base_model_path() if data.max_tokens is not None else None
     summary: dict[str, Any] = {}
     for split in SPLITS:
         source = getattr(data, split)
