@@ -514,3 +514,21 @@ def test_the_sft_stage_makes_the_reference_policy(tmp_path):
                     "use_cpu: true, save_strategy: 'no', max_length: 512, logging_steps: 1}",
                     "--set", "train.sweep=[]", "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
     assert "stages run: none" in again.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16, item 6: `qrpo run CONFIG --plan` prints the recipe's numbers without running anything
+
+
+@pytest.mark.parametrize("name,sft_line", [("leetcode-paper", None), ("leetcode-paper-sft", "sft: 2563 chats x 3 epochs = 60")])
+def test_plan_prints_the_paper_recipe_without_running(name, sft_line, tmp_path):
+    proc = ok(qrpo("run", name, "--plan", "-o", str(tmp_path / "run"), HF_HUB_OFFLINE="1"))
+    out = proc.stdout
+    assert "problems kept: train 2563" in out and "test 223" in out  # offline: the released revision's counts
+    assert "reference completions: 2563 x 50 = 128150" in out
+    assert "training table: 25630 pairs" in out and "per step: 128 pairs = 256 sequences; drop_last True" in out
+    assert "runs: 36; optimizer steps per run: 200; checkpoints per run: 5 (steps 40, 80, 120, 160, 200)" in out
+    assert "evaluation: 181 policies x 3 seeds x 223 test prompts = 121089 samples" in out
+    assert "GPU-hours:" in out
+    assert (sft_line in out) if sft_line else ("sft:" not in out)
+    assert not (tmp_path / "run").exists()  # nothing ran
