@@ -127,16 +127,18 @@ def test_tiny_pipeline_end_to_end_through_apptainer(tiny_run):
     assert all(len(refs) == SAMPLES for refs in table["ref_rewards"])
     assert table[0]["prompt"][0]["role"] == "user" and table[0]["chosen"][0]["role"] == "assistant"
 
-    # train: both runs of the sweep finished, with checkpoints
+    # train: both runs of the sweep finished, with checkpoints; QRPO batches pairs as DPO does (the reference):
+    # 14 prompts x 4 pairs at 8 pairs per step
     for run in ("qrpo-beta0.1", "dpo-beta0.1"):
         model = root / "train" / run / "model"
         assert (model / "trainer_state.json").is_file() and list(model.glob("checkpoint-*"))
+        assert json.loads((model / "trainer_state.json").read_text())["global_step"] == len(table) // 8 == 7
 
     # evaluate: the reference, every checkpoint, the oracles; graded in apptainer
     report_data = json.loads((root / "evaluate" / "report.json").read_text())
     policies = {p["policy"]: p for p in report_data["policies"]}
-    assert {"reference", "qrpo-beta0.1/checkpoint-7", "qrpo-beta0.1/checkpoint-14", "dpo-beta0.1/checkpoint-7",
-            "oracle-solution", "oracle-empty"} <= set(policies)
+    expected = {"reference", "qrpo-beta0.1/checkpoint-7", "dpo-beta0.1/checkpoint-7", "oracle-solution", "oracle-empty"}
+    assert expected <= set(policies)
     assert policies["oracle-solution"]["subsets"]["all"]["avg_pass"] == 100.0
     assert policies["oracle-empty"]["subsets"]["all"]["avg_pass"] == 0.0
     assert policies["reference"]["subsets"]["all"]["kl"] == 0.0
