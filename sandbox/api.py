@@ -57,6 +57,14 @@ def iter_grade(
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
     rows = list(_completion_rows(completions))
+    owned = pool is None
+    pool = pool or Pool(backend, workers=workers, progress=progress)
+    try:
+        table = _with_expected(table, rows, pool)
+    except BaseException:
+        if owned:
+            pool.close()
+        raise
     ready: dict[int, GradeResult] = {}
     jobs: list[Job] = []
     for index, (rowno, row) in enumerate(rows):
@@ -65,8 +73,6 @@ def iter_grade(
             ready[index] = result_or_job
         else:
             jobs.append(result_or_job)
-    owned = pool is None
-    pool = pool or Pool(backend, workers=workers, progress=progress)
     try:
         graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
         for index in range(len(rows)):
@@ -74,6 +80,20 @@ def iter_grade(
     finally:
         if owned:
             pool.close()
+
+
+def _with_expected(table: dict[str, Problem], rows: list[tuple[int, Any]], pool: Pool) -> dict[str, Problem]:
+    """HumanEval+ / MBPP+ problems get the canonical solution's outputs (sandbox.datasets.reference),
+    computed in the sandbox with this pool, for the task_ids the completions name."""
+    from .datasets.reference import attach_expected
+
+    wanted = {str(row.get("task_id")) for _, row in rows if isinstance(row, Mapping)}
+
+    def run(jobs: list[tuple[Problem, str]]) -> Iterator[GradeResult]:
+        batch = (Job(index=i, problem=p, code=c, granularity="per_solution") for i, (p, c) in enumerate(jobs))
+        return pool.grade(batch, total=len(jobs))
+
+    return attach_expected(table, run, only=wanted)
 
 
 def grade(problems: ProblemsLike, completions: CompletionsLike, **options: Any) -> list[GradeResult]:

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 MAX_NODES = 2_000_000
-MAX_INT_HEX_DIGITS = 20_000
+MAX_INT_HEX_DIGITS = 1_000_000  # HumanEval+/83 and /139 return ints of ~100k digits (evalplus accepts them)
 SMALL_INT = 1 << 63
 _HEX = re.compile(r"-?[0-9a-f]+")
 _DICT_TAGS = ("dict", "Counter", "OrderedDict", "defaultdict")
