@@ -33,7 +33,7 @@ def test_plus_inputs_catch_what_base_asserts_miss(shared_data) -> None:
     none_on_empty = (
         "def similar_elements(a, b):\n    s = set(a) & set(b)\n    return s if s else None\n"
     )
-    lookup = "def is_not_prime(n):\n    return {2: False, 10: True, 35: True, 37: False}.get(n, False)\n"
+    lookup = "def is_not_prime(n):\n    return {1: True, 2: False, 10: True, 35: True, 37: False}.get(n, False)\n"
     rows = [
         {"task_id": "Mbpp/2", "code": plus["Mbpp/2"].metadata["canonical_solution"]},
         {"task_id": "Mbpp/2", "code": none_on_empty},
