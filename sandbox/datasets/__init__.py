@@ -58,6 +58,8 @@ __all__ = [
     "function_tests",
     "get_adapter",
     "known_formats",
+    "load_adapter",
+    "load_entry_points",
     "load_problems",
     "read_jsonl",
     "register",
@@ -205,7 +207,57 @@ def register(adapter: Adapter | type[Adapter], *, first: bool = False, replace: 
     return adapter
 
 
+ENTRY_POINT_GROUP = "qrpo.datasets"
+_entry_points_loaded = False
+
+
+def load_adapter(spec: str) -> Adapter:
+    """Import and register a user's adapter given as "module:Name" (a class or an instance).
+
+    The module is imported by name (it must be on sys.path, e.g. an installed package or the
+    working directory); its adapter replaces a registered one of the same name."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UnknownFormatError(f"--adapter {spec!r}: give it as module:Name, e.g. my_datasets:MyFormat")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownFormatError(f"--adapter {spec!r}: cannot load it ({type(exc).__name__}: {exc}); "
+                                 "check the module is importable (installed, or on PYTHONPATH) and defines that name") from None
+    instance = obj() if isinstance(obj, type) else obj
+    if not isinstance(instance, Adapter):
+        raise UnknownFormatError(f"--adapter {spec!r} is a {type(instance).__name__}, not a sandbox.datasets.Adapter subclass")
+    register(instance, replace=True)
+    return instance
+
+
+def load_entry_points() -> list[str]:
+    """Register the adapters that installed packages declare in the "qrpo.datasets" entry-point
+    group (`[project.entry-points."qrpo.datasets"] myformat = "my_pkg.formats:MyFormat"`);
+    once per process. Returns the names registered."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return []
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    names = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = point.load()
+            instance = obj() if isinstance(obj, type) else obj
+            if isinstance(instance, Adapter) and instance.name not in _REGISTRY:
+                register(instance)
+                names.append(instance.name)
+        except Exception:  # noqa: BLE001, S112 -- a broken third-party plugin must not break loading
+            continue
+    return names
+
+
 def known_formats() -> list[str]:
+    load_entry_points()
     return list(_REGISTRY)
 
 
@@ -217,6 +269,8 @@ def get_adapter(name: str | Adapter) -> Adapter:
     """The adapter registered under `name` (an Adapter instance is returned as is)."""
     if isinstance(name, Adapter):
         return name
+    if name not in _REGISTRY:
+        load_entry_points()
     try:
         return _REGISTRY[name]
     except KeyError:
