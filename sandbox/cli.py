@@ -25,7 +25,10 @@ import click
 
 from .backends import BACKENDS
 from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
+from .datasets import TEST_SETS
+from .extract import POLICIES as EXTRACT_POLICIES
 from .problem import GradeResult, Limits, Verdict
+from .rundir import write_atomic
 
 BACKEND_CHOICES = ["auto", *BACKENDS]
 MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
@@ -126,8 +129,17 @@ def main() -> None:
 @workers_option
 @click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True,
               help="A fork per test (clean state, as the paper) or one process per solution.")
-@click.option("--extract", type=click.Choice(["first", "last", "longest"]), default="first", show_default=True,
-              help="Which ```python block of a completion to grade.")
+@click.option("--extract", type=click.Choice(EXTRACT_POLICIES), default="auto", show_default=True,
+              help="How to get code from 'completion': a ```python block (first/last/longest), the prompt's continuation "
+                   "(continuation: human-eval style), the whole text (full); auto: a block, else the format's convention.")
+@click.option("--tests", "test_set", type=click.Choice(TEST_SETS), default="plus", show_default=True,
+              help="HumanEval+/MBPP+: base inputs only, or base + plus inputs (evalplus's headline score).")
+@click.option("--format", "dataset_format", default="auto", show_default=True,
+              help="Dataset format of --problems (a registered name; auto detects it per row).")
+@click.option("--adapter", default=None,
+              help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the batch summary (pass rates, pass@k, verdict counts, tests/s) as JSON here.")
 @click.option("--max-tests", type=IntIn(1, 1_000_000, 100), default=None,
               help="Keep the first N tests of each problem (paper: 100).")
 @click.option("--min-tests", type=IntIn(0, 1_000_000, 20), default=None, help="Drop problems with fewer tests (paper: 20).")
@@ -150,7 +162,8 @@ def main() -> None:
 def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: str, extract: str,
           max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
           executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
-          workdir: str | None = None, max_retries: int = 2) -> None:
+          workdir: str | None = None, max_retries: int = 2, test_set: str = "plus", dataset_format: str = "auto",
+          adapter: str | None = None, summary_path: str | None = None) -> None:
     """Grade completions against problems and write one result row per completion.
 
     Rows are written to OUTPUT.partial as they finish; Ctrl-C or a kill loses only the rows being
@@ -183,7 +196,15 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         raise click.BadParameter(f"{output} is a directory; give a file name such as {os.path.join(output, 'graded.jsonl')}",
                                  param_hint="'--output'")
     judge_backend = resolve_backend(backend) if executor != "slurm" else backend
-    loaded = load_problems(problems, max_tests=max_tests, min_tests=min_tests)
+    from .datasets import UnknownFormatError, load_adapter
+
+    try:
+        if adapter is not None:
+            dataset_format = load_adapter(adapter).name
+        loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests,  # type: ignore[arg-type]
+                               tests=test_set)  # type: ignore[arg-type]
+    except UnknownFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--format'") from None
     for error in loaded.errors[:20]:
         click.echo(f"problems: {error}", err=True)
     if not loaded.problems:
@@ -207,10 +228,27 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         ctx.exit(exit_code(results))
     results = _grade_resumable(loaded, problems, completions, output, judge_backend, workers=workers, granularity=granularity,
                                extract=extract, limits=limits, progress=progress,
-                               fingerprint_options={"max_tests": max_tests, "min_tests": min_tests})
-    click.echo(summary(results))
+                               fingerprint_options={"max_tests": max_tests, "min_tests": min_tests, "tests": test_set,
+                                                    "format": dataset_format})
+    _report(results, time.monotonic() - started, extract, loaded, summary_path)
     click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
     ctx.exit(exit_code(results))
+
+
+def _report(results: list[GradeResult], seconds: float, extract: str, loaded: Any, summary_path: str | None) -> None:
+    """The batch summary people report (pass rates, pass@k, verdicts, tests/s), printed and optionally saved."""
+    from .extract import no_code_hint
+    from .metrics import format_summary, summarize
+
+    click.echo(summary(results))
+    numbers = summarize(results, seconds)
+    click.echo(format_summary(numbers))
+    hint = no_code_hint(numbers["solution_verdicts"].get("no_code", 0), len(results), extract, set(loaded.formats))
+    if hint:
+        numbers["warning"] = hint
+        click.echo(hint, err=True)
+    if summary_path:
+        write_atomic(summary_path, json.dumps(numbers, indent=1) + "\n")
 
 
 def _completion_count(path: str) -> int:
