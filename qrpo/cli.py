@@ -111,21 +111,29 @@ def main() -> None:
 @executor_option
 @click.option("--force", "force", multiple=True, metavar="STAGE", callback=_forced_stages,
               help="Redo STAGE and the stages after it (repeatable; `all` redoes everything).")
+@click.option("--plan", "show_plan", is_flag=True, help="Print what the recipe will do (problems, steps, samples, "
+              "GPU-hours) without running anything.")
 @set_option
 @output_option
 def run(config: str, executor: ExecutorKind | None, force: tuple[str, ...], overrides: tuple[str, ...],
-        output_dir: str | None) -> None:
+        output_dir: str | None, show_plan: bool = False) -> None:
     """Run every stage in order, skipping the finished ones; print where the report and plots are.
 
     \b
     Example:
       qrpo run qrpo/configs/tiny-cpu.yaml
       qrpo run qrpo/configs/leetcode-paper.yaml --executor slurm --force evaluate
+      qrpo run leetcode-paper --plan
     """
     from .pipeline.driver import Pipeline
     from .pipeline.sweep import check_args
 
     cfg = _load(config, overrides, output_dir)
+    if show_plan:
+        from .pipeline.plan import plan
+
+        _guard(lambda: click.echo("\n".join(plan(cfg))))
+        return
 
     def action() -> None:
         check_args(cfg)
