@@ -58,6 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from . import rundir
 from .api import CompletionsLike, ProblemsLike, _completion_rows, _job, as_problems
 from .datasets import RowError
 from .problem import GradeResult, Granularity, Limits, Problem, Verdict
@@ -100,21 +101,9 @@ def _write_atomic(path: Path, lines: Iterable[str], fsync: bool = True) -> None:
 
 def write_atomic(path: Path, chunks: Iterable[str], fsync: bool = True) -> None:
     """Write `chunks` to `path` via a temporary file in the same directory, then rename: readers see the
-    old file or the whole new one, and a crash leaves no half-written file (the pipeline relies on it too)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    old file or the whole new one, and a crash leaves no half-written file (the pipeline relies on it too).
+    The file honours the umask (sandbox.rundir.write_atomic)."""
+    rundir.write_atomic(path, chunks, fsync=fsync)
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:

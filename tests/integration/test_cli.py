@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -313,3 +314,19 @@ def test_serve_merges_problem_files_and_grades_with_its_limits_as_defaults_and_m
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
+
+
+def test_executor_output_honours_the_umask(submitit_installed, tmp_path):
+    write_problem(tmp_path / "p.jsonl", "double", "double", ["assert candidate(2) == 4"])
+    rows = [{"task_id": "double", "code": f"def double(x):\n    return 2 * x + {i % 2}\n"} for i in range(6)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    output = tmp_path / "graded.jsonl"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "sandbox.cli", "grade", "-p", str(tmp_path / "p.jsonl"), "-c", str(tmp_path / "c.jsonl"),
+            "-o", str(output), "--backend", "process", "--executor", "local", "--jobs", "2", "--no-progress"]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+                          preexec_fn=lambda: os.umask(0o027))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [json.loads(line)["pass_rate"] for line in output.read_text().splitlines()] == [1.0, 0.0] * 3
+    assert stat.S_IMODE(output.stat().st_mode) == 0o640
