@@ -316,9 +316,10 @@ def test_serve_merges_problem_files_and_grades_with_its_limits_as_defaults_and_m
         proc.communicate(timeout=60)
 
 
-def test_executor_output_honours_the_umask(submitit_installed, tmp_path):
+def test_executor_output_honours_the_umask_and_takes_any_text(submitit_installed, tmp_path):
     write_problem(tmp_path / "p.jsonl", "double", "double", ["assert candidate(2) == 4"])
     rows = [{"task_id": "double", "code": f"def double(x):\n    return 2 * x + {i % 2}\n"} for i in range(6)]
+    rows.append({"task_id": "\udc80-double", "code": "def double(x):\n    return 2 * x\n"})  # a lone surrogate once read
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     output = tmp_path / "graded.jsonl"
     env = dict(os.environ)
@@ -327,6 +328,8 @@ def test_executor_output_honours_the_umask(submitit_installed, tmp_path):
             "-o", str(output), "--backend", "process", "--executor", "local", "--jobs", "2", "--no-progress"]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
                           preexec_fn=lambda: os.umask(0o027))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [json.loads(line)["pass_rate"] for line in output.read_text().splitlines()] == [1.0, 0.0] * 3
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one invalid row
+    results = [json.loads(line) for line in output.read_text().split("\n")[:-1]]
+    assert [r["pass_rate"] for r in results] == [1.0, 0.0] * 3 + [0.0]
+    assert results[-1]["task_id"] == "\udc80-double" and "is not in the problems" in results[-1]["error"]
     assert stat.S_IMODE(output.stat().st_mode) == 0o640
