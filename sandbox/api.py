@@ -1,6 +1,7 @@
 """`sandbox.grade`: problems + completions in, one GradeResult per completion out, in order.
 
-Bad rows (unknown task_id, missing fields, no code block) become results with `error` set
+A thin layer on `sandbox.pool.Pool`: rows become `Job`s (`job_for_row`), which the pool grades
+with its ordered `map`. Bad rows (unknown task_id, missing fields, no code block) become results with `error` set
 (and `no_code` verdicts where the problem is known); they never stop the batch.
 """
 
@@ -32,7 +33,8 @@ def as_problems(problems: ProblemsLike, **load_options: Any) -> dict[str, Proble
     return {p.task_id: p for p in problems}
 
 
-def _completion_rows(completions: CompletionsLike) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+def completion_rows(completions: CompletionsLike) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    """(1-based row number, row or RowError) for a completions file or an iterable of rows."""
     if isinstance(completions, (str, os.PathLike)):
         yield from read_jsonl(completions)
     else:
@@ -56,22 +58,23 @@ def iter_grade(
     table = as_problems(problems)
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
-    rows = list(_completion_rows(completions))
+    rows = list(completion_rows(completions))
     ready: dict[int, GradeResult] = {}
     jobs: list[Job] = []
     for index, (rowno, row) in enumerate(rows):
-        result_or_job = _job(index, rowno, row, table, granularity, extract)
+        result_or_job = job_for_row(index, rowno, row, table, granularity, extract)
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
         else:
             jobs.append(result_or_job)
     owned = pool is None
     pool = pool or Pool(backend, workers=workers, progress=progress)
+    graded = pool.map(jobs, total=len(jobs))
     try:
-        graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
         for index in range(len(rows)):
             yield ready.pop(index) if index in ready else next(graded)
     finally:
+        graded.close()  # cancels this call's unfinished jobs on a shared pool
         if owned:
             pool.close()
 
@@ -81,7 +84,9 @@ def grade(problems: ProblemsLike, completions: CompletionsLike, **options: Any) 
     return list(iter_grade(problems, completions, **options))
 
 
-def _job(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy) -> Job | GradeResult:
+def job_for_row(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy) -> Job | GradeResult:
+    """The Job grading one completions row, or the row's final result when it needs no judge
+    (an invalid row, an unknown task_id, no code)."""
     if isinstance(row, RowError):
         return GradeResult.invalid(row.task_id or "", f"completions {row}")
     task_id = row.get("task_id") if isinstance(row, Mapping) else None

@@ -58,7 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from .api import CompletionsLike, ProblemsLike, _completion_rows, _job, as_problems
+from .api import CompletionsLike, ProblemsLike, as_problems, completion_rows, job_for_row
 from .datasets import RowError
 from .problem import GradeResult, Granularity, Limits, Problem, Verdict
 
@@ -384,7 +384,7 @@ def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fing
     jobs = []
     for record in records:
         row = RowError(**record["row_error"]) if "row_error" in record else record["row"]
-        item = _job(record["index"], record["rowno"], row, table, options["granularity"], options["extract"])
+        item = job_for_row(record["index"], record["rowno"], row, table, options["granularity"], options["extract"])
         if isinstance(item, GradeResult):
             ready[record["index"]] = item
         else:
@@ -884,7 +884,7 @@ def _fallback(index: int, numbered: tuple[int, Any], table: dict[str, Problem], 
     """The result of a row whose shard could not be graded: what needs no judge (invalid rows,
     no code) as local grading gives it, else sandbox_error with the reason."""
     rowno, row = numbered
-    item = _job(index, rowno, row, table, options["granularity"], options["extract"])
+    item = job_for_row(index, rowno, row, table, options["granularity"], options["extract"])
     if isinstance(item, GradeResult):
         return item
     return GradeResult.uniform(item.problem.task_id, len(item.problem.tests), Verdict.SANDBOX_ERROR, options["backend"], reason, attempts=attempts)
@@ -941,7 +941,7 @@ def grade_distributed(
     table = as_problems(problems)
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
-    rows = list(_completion_rows(completions))
+    rows = list(completion_rows(completions))
     options = {"backend": backend, "granularity": granularity, "extract": extract}
     fp = fingerprint(table, rows, options)
     with _driver_lock(run):

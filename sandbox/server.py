@@ -18,34 +18,29 @@ a request that does not fit gets 503 with Retry-After, and a request larger than
 gets 413 (split it). The service binds to 127.0.0.1 unless told otherwise; any other interface
 requires a token, checked as `Authorization: Bearer TOKEN` on every request (401 otherwise).
 
-`Pool.grade` is not safe to call from several threads at once on one pool (each call drives the
-same judges' pipes from its own threads), so requests never call it directly: a `Dispatcher`
-owns the pool and runs one long-lived `Pool.grade` over a shared queue of jobs; every request
-submits its jobs there and waits for its own results.
+Every request is graded by `sandbox.api.grade` on the one shared `Pool`, an executor that is
+thread-safe by contract: each request's jobs go to its queue and the request waits for its own
+futures (and cancels them if it fails).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hmac
 import ipaddress
-import itertools
 import json
 import logging
 import os
-import queue
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .extract import POLICIES
-from .pool import Job, Pool
+from .pool import Pool
 from .problem import GradeResult, Problem
 
 log = logging.getLogger("sandbox.server")
@@ -55,132 +50,10 @@ RETRY_AFTER_S = 1
 MAX_REQUEST_THREADS = 256  # requests graded at once (each waits in a thread for its results)
 TOKEN_ENV = "SANDBOX_TOKEN"
 
-_STOP = object()
 
 
 class RequestError(ValueError):
     """A malformed request: answered with 400 and this message."""
-
-
-# --------------------------------------------------------------------------------------------
-# Sharing one pool between concurrent requests
-
-
-class Dispatcher:
-    """Feeds one `Pool` from many threads.
-
-    A single thread runs `pool.grade` over an endless stream of jobs taken from a shared queue
-    (job indices are unique across callers); results come back in submission order and are
-    handed to the waiting callers through futures. When the queue has been idle for a while
-    (or after `generation_jobs` jobs, which bounds Pool.grade's bookkeeping), the current
-    `pool.grade` call is allowed to finish and the next job starts a new one on the same warm
-    workers. `grade(jobs)` has Pool.grade's signature, so a Dispatcher can stand in for a Pool
-    in `sandbox.api.grade(..., pool=dispatcher)`.
-
-    Results are delivered in submission order, so one slow solution delays the delivery (not
-    the grading) of solutions submitted after it, by at most its own deadline.
-    """
-
-    def __init__(self, pool: Pool, *, generation_jobs: int = 100_000, idle_s: float = 1.0) -> None:
-        self.pool = pool
-        self.generation_jobs = generation_jobs
-        self.idle_s = idle_s
-        self.graded = 0
-        self.queued = 0
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._index = itertools.count()
-        self._lock = threading.Lock()
-        self._closed = False
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="sandbox-dispatcher", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and not self._closed
-
-    def submit(self, job: Job) -> Future[GradeResult]:
-        """Queue one job (its index is replaced by a unique one); the future holds its result."""
-        future: Future[GradeResult] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the dispatcher is closed")
-            self.queued += 1
-            self._queue.put((Job(next(self._index), job.problem, job.code, job.granularity), future))
-        return future
-
-    def grade(self, jobs: Iterable[Job], total: int | None = None) -> Iterator[GradeResult]:
-        """Pool.grade's contract: yield one result per job, in input order."""
-        futures = [self.submit(job) for job in jobs]
-        for future in futures:
-            yield future.result()
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        item = self._queue.get()
-        while item is not _STOP:
-            item = self._generation(item)
-        while True:  # fail whatever was queued behind the stop
-            try:
-                rest = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if rest is not _STOP:
-                rest[1].set_exception(RuntimeError("the grading service is shutting down"))
-
-    def _generation(self, first: tuple[Job, Future[GradeResult]]) -> Any:
-        """One pool.grade call; returns the next queue item (a job, or _STOP) for the next one."""
-        inflight: collections.deque[Future[GradeResult]] = collections.deque()
-        following: list[Any] = []
-
-        def jobs() -> Iterator[Job]:  # runs in Pool.grade's feeder thread
-            job, future = first
-            inflight.append(future)
-            yield job
-            for _ in range(self.generation_jobs - 1):
-                while True:
-                    try:
-                        item = self._queue.get(timeout=self.idle_s)
-                        break
-                    except queue.Empty:
-                        if not inflight:  # idle and everything delivered: end this call
-                            return
-                if item is _STOP:
-                    following.append(_STOP)
-                    return
-                job, future = item
-                inflight.append(future)
-                yield job
-
-        try:
-            for result in self.pool.grade(jobs()):
-                future = inflight.popleft()
-                with self._lock:
-                    self.graded += 1
-                    self.queued -= 1
-                future.set_result(result)
-        except BaseException as exc:  # a bug or a pool that cannot start: fail the waiting callers
-            log.exception("grading failed")
-            self.error = exc
-            pending = list(inflight)
-            if not first[1].done() and first[1] not in pending:
-                pending.append(first[1])
-            for future in pending:
-                with self._lock:
-                    self.queued -= 1
-                if not future.done():
-                    future.set_exception(exc)
-            inflight.clear()
-        if following:
-            return following[0]
-        return self._queue.get()
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,9 +161,8 @@ def check_binding(host: str, token: str | None) -> None:
 
 
 class ServiceState:
-    def __init__(self, pool: Pool, dispatcher: Dispatcher, problems: dict[str, Problem], token: str | None, max_pending: int) -> None:
+    def __init__(self, pool: Pool, problems: dict[str, Problem], token: str | None, max_pending: int) -> None:
         self.pool = pool
-        self.dispatcher = dispatcher
         self.problems = problems
         self.token = token
         self.max_pending = max_pending
@@ -319,14 +191,14 @@ class ServiceState:
     def health(self) -> dict[str, Any]:
         workers = self.pool.workers
         return {
-            "ok": self.dispatcher.alive,
+            "ok": self.pool.alive,
             "backend": self.pool.backend.name,
             "workers": self.pool.size,
-            "workers_alive": sum(1 for w in workers if w.process is not None and w.process.poll() is None),
+            "workers_alive": sum(1 for w in workers if w.alive),
             "pending": self.pending,
             "max_pending": self.max_pending,
             "graded": self.graded,  # completions answered
-            "judged": self.dispatcher.graded,  # solutions run by the judges (no_code/invalid rows never reach them)
+            "judged": self.pool.judged,  # solutions run by the judges (no_code/invalid rows never reach them)
             "requests": self.requests,
             "rejected": self.rejected,
             "restarts": self.pool.restarts,
@@ -350,8 +222,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         raise ValueError(f"max_pending must be at least 1, got {max_pending}")
     table = as_problems(problems) if problems is not None else {}
     pool.start()
-    dispatcher = Dispatcher(pool)
-    state = ServiceState(pool, dispatcher, table, token or None, max_pending)
+    state = ServiceState(pool, table, token or None, max_pending)
 
     from contextlib import asynccontextmanager
 
@@ -359,7 +230,6 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
     async def lifespan(app: Any) -> Any:
         state.limiter = anyio.CapacityLimiter(MAX_REQUEST_THREADS)
         yield
-        dispatcher.close()
 
     app = FastAPI(title="sandbox", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sandbox = state
@@ -398,7 +268,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         if n > state.max_pending:
             return JSONResponse({"error": f"{n} completions in one request; this server admits at most {state.max_pending} at once: "
                                           "send smaller batches", "max_pending": state.max_pending}, status_code=413)
-        if not state.dispatcher.alive:
+        if not state.pool.alive:
             return JSONResponse({"error": "the grading pool is not running"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         if not state.admit(n):
             return JSONResponse({"error": f"busy: {state.pending} completions pending (max {state.max_pending}); retry later",
@@ -407,7 +277,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
 
         def work() -> list[GradeResult]:  # in a thread: loading inline problems and grading both block
             table, rows, granularity, extract = parse_grade_request(payload, state.problems)
-            return grade(table, rows, pool=state.dispatcher, granularity=granularity, extract=extract)
+            return grade(table, rows, pool=state.pool, granularity=granularity, extract=extract)
 
         results: list[GradeResult] = []
         try:
@@ -695,7 +565,6 @@ def wait_for_address(job: Any, address_file: str | os.PathLike[str], timeout: fl
 __all__ = [
     "DEFAULT_MAX_PENDING",
     "BackgroundServer",
-    "Dispatcher",
     "RequestError",
     "check_binding",
     "create_app",
