@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                             backend=backend, granularity=gran, workdir=workdir, time_min=30, progress=False)  # type: ignore[arg-type]
                 seconds = time.perf_counter() - started
                 run_dir = RunDir(workdir)
-                shards = run_dir.read_manifest()["shards"]
+                shards = run_dir.read_manifest()["count"]
                 inside = max(run_dir.result_header(k)["seconds"] for k in range(shards))
                 shutil.rmtree(workdir, ignore_errors=True)
                 return seconds, [r.pass_rate for r in results], {"grading_in_tasks_s": round(inside, 2)}

@@ -11,28 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import get_args
 
 import click
 
-from .problem import GradeResult, Limits
-
-
-def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
-    """Write rows to `path` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+from .problem import BackendChoice, ExecutorKind, Extraction, GradeResult, Granularity, Limits
+from .rundir import write_jsonl
 
 
 def summary(results: list[GradeResult]) -> str:
@@ -66,7 +51,8 @@ def _limits(cpu: float | None, memory: int | None, wall: float | None) -> Limits
     )
 
 
-backend_option = click.option("--backend", default="auto", show_default=True, help="auto, apptainer, bubblewrap or process.")
+backend_option = click.option("--backend", type=click.Choice(get_args(BackendChoice)), default="auto", show_default=True,
+                              help="The isolation backend, or auto (the first available of apptainer, bubblewrap, process).")
 workers_option = click.option("--workers", type=int, default=None, help="Warm judges to run (default: one per CPU).")
 
 
@@ -81,15 +67,15 @@ def main() -> None:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write one JSON result per completion, in input order.")
 @backend_option
 @workers_option
-@click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True, help="A fork per test (clean state, as the paper) or one process per solution.")
-@click.option("--extract", type=click.Choice(["first", "last", "longest"]), default="first", show_default=True, help="Which ```python block of a completion to grade.")
+@click.option("--granularity", type=click.Choice(get_args(Granularity)), default="per_test", show_default=True, help="A fork per test (clean state, as the paper) or one process per solution.")
+@click.option("--extract", type=click.Choice(get_args(Extraction)), default="first", show_default=True, help="Which ```python block of a completion to grade.")
 @click.option("--max-tests", type=int, default=None, help="Keep the first N tests of each problem (paper: 100).")
 @click.option("--min-tests", type=int, default=None, help="Drop problems with fewer tests (paper: 20).")
 @click.option("--cpu", type=float, default=None, help="CPU seconds per test (default 1).")
 @click.option("--memory", type=int, default=None, help="Memory per test in MiB (default 1024).")
 @click.option("--wall", type=float, default=None, help="Wall seconds per test (default 3).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+@click.option("--executor", type=click.Choice(get_args(ExecutorKind)), default=None,
               help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). Default: grade in this process.")
 @click.option("--jobs", type=click.IntRange(1), default=4, show_default=True, help="With --executor: number of shards (one job each).")
 @click.option("--cpus-per-job", type=click.IntRange(1), default=1, show_default=True, help="With --executor: CPUs per job, one warm judge per CPU.")
@@ -97,9 +83,9 @@ def main() -> None:
 @click.option("--time", "time_min", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True, help="With --executor: time limit per job, in minutes.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, help="With --executor: the run directory (default OUTPUT.shards); rerun to resume.")
 @click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True, help="With --executor: resubmissions of a failed, timed-out, preempted or lost shard.")
-def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: str, extract: str,
+def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: Granularity, extract: Extraction,
           max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
-          executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
+          executor: ExecutorKind | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
           workdir: str | None = None, max_retries: int = 2) -> None:
     """Grade completions against problems and write one result row per completion.
 
@@ -132,9 +118,9 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         from .cluster import ClusterError, grade_distributed
 
         try:
-            results = grade_distributed(loaded, completions, output, executor=executor, jobs=jobs, cpus_per_job=cpus_per_job,  # type: ignore[arg-type]
+            results = grade_distributed(loaded, completions, output, executor=executor, jobs=jobs, cpus_per_job=cpus_per_job,
                                         partition=partition, time_min=time_min, backend=backend, workdir=workdir, max_retries=max_retries,
-                                        progress=progress, granularity=granularity, extract=extract, limits=_limits(cpu, memory, wall))  # type: ignore[arg-type]
+                                        progress=progress, granularity=granularity, extract=extract, limits=_limits(cpu, memory, wall))
         except ClusterError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(summary(results))
@@ -143,7 +129,7 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         return
     results = grade_all(loaded, completions, backend=backend, workers=workers, granularity=granularity, extract=extract,
                         limits=_limits(cpu, memory, wall), progress=progress)
-    write_jsonl_atomic(output, [r.to_dict() for r in results])
+    write_jsonl(output, (r.to_dict() for r in results))
     click.echo(summary(results))
     click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
 
@@ -183,8 +169,8 @@ def doctor() -> None:
     Example:
       sandbox doctor
     """
-    from .backends import describe_auto
     from .backends import apptainer as app
+    from .backends import describe_auto
     from .machine import probes
 
     for name, ok, detail in probes():
@@ -297,7 +283,7 @@ def serve(host: str, port: int, backend: str, workers: int | None, problems: str
           --problems problems.jsonl --address-file /shared/sandbox.addr
     Clients: sandbox.client.SandboxClient("/shared/sandbox.addr").grade(problems, rows)
     """
-    from . import server as service
+    from . import service
 
     try:
         service.check_binding(host, token)

@@ -69,7 +69,7 @@ class Server:
         if self.address_file is None:
             return self.spec, token
         try:
-            from .server import read_address_file  # no FastAPI needed: plain file parsing
+            from .service.address import read_address_file  # no FastAPI needed: plain file parsing
 
             address, file_token = read_address_file(self.address_file)
         except FileNotFoundError:

@@ -27,10 +27,12 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
-Policy = Literal["first", "last", "longest"]
-POLICIES: tuple[str, ...] = ("first", "last", "longest")
+from .problem import Extraction
+
+Policy = Extraction
+POLICIES: tuple[str, ...] = get_args(Extraction)
 PYTHON_TAGS = frozenset({"python", "py", "python3", "py3"})
 
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")

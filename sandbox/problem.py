@@ -12,8 +12,14 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Every choice list of the sandbox, defined once here and imported by the CLI (click.Choice(get_args(...))),
+# the service's request models, the cluster driver and qrpo's config loader.
 TestKind = Literal["function", "stdio"]
-Granularity = Literal["per_test", "per_solution"]
+Granularity = Literal["per_test", "per_solution"]  # a fresh process per test (as the paper) or one per solution
+Extraction = Literal["first", "last", "longest"]  # which ```python block of a completion is graded
+BackendName = Literal["apptainer", "bubblewrap", "process"]  # the isolation backends (sandbox.backends.BACKENDS)
+BackendChoice = Literal["auto", "apptainer", "bubblewrap", "process"]  # what a user may ask for: a backend or auto
+ExecutorKind = Literal["local", "slurm"]  # where sharded work runs: submitit's LocalExecutor or SLURM
 
 
 class Verdict(str, enum.Enum):

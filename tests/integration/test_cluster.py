@@ -179,7 +179,7 @@ def test_slurm_array_matches_local_grading(slurm_run, reference):
     assert summary(read_output(output)) == summary(reference)  # the merged file, in input order
     assert {r.backend for i, r in enumerate(results) if i not in (UNKNOWN_ROW, NO_CODE_ROW)} == {"process"}
     manifest = run.read_manifest()
-    assert manifest["shards"] == 8 and sum(manifest["shard_rows"]) == N
+    assert manifest["count"] == 8 and sum(manifest["shard_rows"]) == N
     submissions = run.submissions()
     assert len(submissions) == 8 and sorted(s["shard"] for s in submissions) == list(range(8))
     arrays = {s["job_id"].split("_")[0] for s in submissions}
@@ -205,7 +205,7 @@ def test_rerun_skips_finished_shards(slurm_run, reference):
 
     _, output, workdir, _ = slurm_run
     run = run_dir(workdir)
-    results_before = file_ids(sorted(run.shards.glob("result-*.jsonl")))
+    results_before = file_ids(run.result_files())
     name = run.job_name(run.read_manifest()["fingerprint"])
     jobs_before = sacct_job_count(name)
     assert jobs_before == 8, f"sacct lists {jobs_before} jobs named {name}"
@@ -219,7 +219,7 @@ def test_rerun_skips_finished_shards(slurm_run, reference):
     assert summary(read_output(output)) == summary(reference)
     assert len(run.submissions()) == submissions_before  # the driver submitted nothing
     assert sacct_job_count(name) == jobs_before, "SLURM saw a new job"
-    assert file_ids(sorted(run.shards.glob("result-*.jsonl"))) == results_before
+    assert file_ids(run.result_files()) == results_before
     assert "nothing to grade" in run.driver_log.read_text()
 
 
@@ -377,14 +377,14 @@ def test_killed_driver_resumes_without_regrading(executor, submitit_installed, r
     deadline = time.monotonic() + 180
     finished: list[Path] = []
     while time.monotonic() < deadline and first.poll() is None:
-        finished = sorted(run.shards.glob("result-*.jsonl")) if run.shards.exists() else []
+        finished = run.result_files() if run.shards.exists() else []
         if len(finished) >= 2:
             break
         time.sleep(0.05)
     assert first.poll() is None, f"the driver ended before it could be killed: {first.communicate()}"
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
-    finished = sorted(run.shards.glob("result-*.jsonl"))
+    finished = run.result_files()
     assert 2 <= len(finished) < 8, f"{len(finished)} shards finished when the driver was killed"
     before = file_ids(finished)
     submitted_by_first = run.submissions()
@@ -394,7 +394,7 @@ def test_killed_driver_resumes_without_regrading(executor, submitit_installed, r
     assert second.returncode == 0, err[-3000:]
     assert f"wrote {output} ({n} rows)" in out
     assert summary(read_output(output)) == summary(reference[:n])
-    after = file_ids(sorted(run.shards.glob("result-*.jsonl")))
+    after = file_ids(run.result_files())
     assert len(after) == 8
     assert {name: after[name] for name in before} == before  # finished shards were not rewritten
     events = run.ledger_events()
@@ -424,7 +424,7 @@ def test_local_executor_through_the_cli(submitit_installed, reference, tmp_path)
     assert proc.returncode == 0, err[-3000:]
     assert summary(read_output(output)) == summary(reference[:n])
     run = run_dir(Path(f"{output}.shards"))
-    assert run.read_manifest()["shards"] == 3
+    assert run.read_manifest()["count"] == 3
     assert {s["executor"] for s in run.submissions()} == {"local"} and len(run.submissions()) == 3
     assert Counter(e["shard"] for e in run.ledger_events() if e["event"] == "done") == Counter(range(3))
 

@@ -103,7 +103,7 @@ def assert_same(got: list[GradeResult], want: list[GradeResult], exact: bool = F
 
 
 def background(app):
-    from sandbox.server import BackgroundServer
+    from sandbox.service import BackgroundServer
 
     return BackgroundServer(app).start()
 
@@ -115,7 +115,7 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     server = background(create_app(pool, problems, max_pending=77))
     try:
@@ -152,7 +152,7 @@ def test_eight_concurrent_clients_match_local_grading(pool, problems, fast_rows,
     """8 threads, each with its own client, grade rotated copies of the rows at once: preloaded
     problems, inline problems, task_ids + strings; every answer equals local grading, in order."""
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     rows = fast_rows + [slow_row(0.0), slow_row(0.0, wrong=True)]
     assert len(expected) == len(rows)
@@ -197,7 +197,7 @@ def test_backpressure_503_then_retries_complete(pool, problems, fast_rows, expec
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     server = background(create_app(pool, problems, max_pending=2))
     try:
@@ -247,7 +247,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     import httpx
 
     from sandbox.client import SandboxAuthError, SandboxClient
-    from sandbox.server import check_binding, create_app, is_loopback, serve
+    from sandbox.service import check_binding, create_app, is_loopback, serve
 
     # Nothing here can listen on a non-loopback interface even if the refusal were broken: the
     # CLI gets addresses this machine cannot bind (TEST-NET-1, an unresolvable name), and the
@@ -262,7 +262,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     def no_bind(host: str, port: int) -> None:
         raise AssertionError(f"the server tried to bind {host}:{port} without a token")
 
-    monkeypatch.setattr("sandbox.server.bind_socket", no_bind)
+    monkeypatch.setattr("sandbox.service.run.bind_socket", no_bind)
     for host in ("0.0.0.0", "::", "192.0.2.1", "example.org", "10.0.0.1"):
         with pytest.raises(ValueError, match="without a token"):
             check_binding(host, None)
@@ -286,7 +286,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
         with pytest.raises(SandboxAuthError):
             SandboxClient(server.url).grade(None, fast_rows[:2])
         address = tmp_path / "token.addr"
-        from sandbox.server import write_address_file
+        from sandbox.service import write_address_file
 
         write_address_file(address, server.address, "s3cret-token")
         assert stat.S_IMODE(address.stat().st_mode) == 0o600
@@ -350,7 +350,7 @@ def test_killed_server_fails_over_to_another(problems, fast_rows, expected, tmp_
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import read_address_file
+    from sandbox.service import read_address_file
 
     token = "failover-token"
     servers = [start_server(tmp_path, name, token=token) for name in ("a", "b")]
@@ -568,7 +568,7 @@ def test_reward_with_local_pool(problems, demo_rows) -> None:
 def test_reward_through_a_client(pool, problems, demo_rows) -> None:
     from sandbox.client import SandboxClient
     from sandbox.rewards import SandboxReward
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     rows = [r for r in demo_rows if r["expected_verdict"] != "timeout"]
     texts, columns = trl_columns(rows)
