@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from .address import read_address_file, write_address_file
 from .app import DEFAULT_MAX_PENDING, TOKEN_ENV, ServiceState, check_binding, create_app, is_loopback
-from .requests import RequestError, parse_grade_request
-from .run import BackgroundServer, advertised_address, bind_socket, serve, submit_slurm, wait_for_address
+from .requests import RequestError, capped, parse_grade_request, request_limits
+from .run import BackgroundServer, advertised_address, bind_socket, load_problem_files, serve, submit_slurm, wait_for_address
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
@@ -43,11 +43,14 @@ __all__ = [
     "ServiceState",
     "advertised_address",
     "bind_socket",
+    "capped",
     "check_binding",
     "create_app",
     "is_loopback",
+    "load_problem_files",
     "parse_grade_request",
     "read_address_file",
+    "request_limits",
     "serve",
     "submit_slurm",
     "wait_for_address",

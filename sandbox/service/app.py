@@ -7,6 +7,7 @@ them if it fails).
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -18,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..pool import Pool
-from ..problem import GradeResult, Problem
-from .requests import RequestError, parse_grade_request, renumber
+from ..problem import GradeResult, Limits, Problem
+from .requests import RequestError, capped, parse_grade_request, renumber, request_limits
 
 log = logging.getLogger("sandbox.service")
 
@@ -49,7 +50,9 @@ def check_binding(host: str, token: str | None) -> None:
 
 
 class ServiceState:
-    def __init__(self, pool: Pool, problems: dict[str, Problem], token: str | None, max_pending: int) -> None:
+    def __init__(self, pool: Pool, problems: dict[str, Problem], token: str | None, max_pending: int,
+                 limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self.pool = pool
         self.problems = problems
         self.token = token
@@ -91,15 +94,18 @@ class ServiceState:
             "rejected": self.rejected,
             "restarts": self.pool.restarts,
             "problems": len(self.problems),
+            "limits": dataclasses.asdict(self.limits),
             "auth": self.token is not None,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
         }
 
 
-def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_pending: int = DEFAULT_MAX_PENDING) -> Any:
+def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_pending: int = DEFAULT_MAX_PENDING,
+               limits: Limits | None = None) -> Any:
     """The FastAPI app serving `pool` (started here if it is not yet). The caller owns the pool
-    and closes it after the server stops. `problems`: anything `sandbox.api.as_problems` takes."""
+    and closes it after the server stops. `problems`: anything `sandbox.api.as_problems` takes.
+    `limits`: every request is graded with these (default `Limits()`), or lower ones it asks for."""
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -110,7 +116,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         raise ValueError(f"max_pending must be at least 1, got {max_pending}")
     table = as_problems(problems) if problems is not None else {}
     pool.start()
-    state = ServiceState(pool, table, token or None, max_pending)
+    state = ServiceState(pool, table, token or None, max_pending, limits)
 
     from contextlib import asynccontextmanager
 
@@ -165,6 +171,9 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
 
         def work() -> list[GradeResult]:  # in a thread: loading inline problems and grading both block
             table, rows, granularity, extract = parse_grade_request(payload, state.problems)
+            limits = request_limits(payload.get("limits"), state.limits)
+            used = {str(row.get("task_id")) for row in rows if isinstance(row, dict)}
+            table = {task_id: capped(problem, limits) for task_id, problem in table.items() if task_id in used}
             return grade(table, rows, pool=state.pool, granularity=granularity, extract=extract)
 
         results: list[GradeResult] = []

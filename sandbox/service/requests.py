@@ -7,7 +7,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, get_args
 
-from ..problem import Extraction, GradeResult, Granularity, Problem
+from ..problem import Extraction, GradeResult, Granularity, Limits, Problem
+
+LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
 
 
 class RequestError(ValueError):
@@ -25,6 +27,31 @@ def _load_problem_rows(rows: list[Any], where: str) -> dict[str, Problem]:
         shown = "; ".join(str(e) for e in loaded.errors[:5])
         raise RequestError(f"{where}: {len(loaded.errors)} problem(s) could not be loaded: {shown}")
     return dict(loaded.problems)
+
+
+def request_limits(asked: Any, maxima: Limits) -> Limits:
+    """The limits a request is graded with: the server's limits (its defaults and maxima), lowered
+    where the request's `limits` object asks, e.g. {"cpu_s": 0.5}; more than the maximum is refused."""
+    if asked is None:
+        return maxima
+    if not isinstance(asked, dict):
+        raise RequestError("'limits' must be an object such as {\"cpu_s\": 0.5, \"memory_mb\": 512}")
+    changes: dict[str, Any] = {}
+    for key, value in asked.items():
+        if key not in LIMIT_FIELDS:
+            raise RequestError(f"'limits.{key}' is not a limit; known: {', '.join(LIMIT_FIELDS)}")
+        top = getattr(maxima, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= top:
+            raise RequestError(f"'limits.{key}' must be a number in (0, {top}] (this server's maximum), got {value!r}")
+        changes[key] = type(top)(value)
+    return dataclasses.replace(maxima, **changes)
+
+
+def capped(problem: Problem, limits: Limits) -> Problem:
+    """`problem` with no limit above `limits` (a problem's own lower limits are kept)."""
+    own = problem.limits
+    lowered = {f: min(getattr(own, f), getattr(limits, f)) for f in LIMIT_FIELDS}
+    return problem.with_limits(Limits(**lowered))
 
 
 def parse_grade_request(payload: Any, preloaded: Mapping[str, Problem]) -> tuple[dict[str, Problem], list[Any], str, str]:

@@ -8,16 +8,36 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..pool import Pool
-from ..problem import Problem
+from ..problem import Limits, Problem
 from .address import read_address_file, write_address_file
 from .app import DEFAULT_MAX_PENDING, TOKEN_ENV, check_binding, create_app
 
 log = logging.getLogger("sandbox.service")
+
+
+def load_problem_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Problem]:
+    """The problems of several dataset files, merged; a task_id in two files is a ValueError naming both."""
+    from ..datasets import load_problems
+
+    table: dict[str, Problem] = {}
+    origin: dict[str, str] = {}
+    for path in paths:
+        loaded = load_problems(path)
+        for error in loaded.errors[:20]:
+            log.warning("problems: %s: %s", path, error)
+        if not loaded.problems:
+            raise ValueError(f"no usable problem in {path} ({len(loaded.errors)} bad rows)")
+        for task_id, problem in loaded.problems.items():
+            if task_id in origin:
+                raise ValueError(f"task_id {task_id!r} is in both {origin[task_id]} and {path}; give each problem one task_id")
+            origin[task_id] = str(path)
+            table[task_id] = problem
+    return table
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -75,11 +95,12 @@ def serve(
     port: int = 0,
     backend: str = "auto",
     workers: int | None = None,
-    problems: str | os.PathLike[str] | None = None,
+    problems: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Mapping[str, Problem] | None = None,
     token: str | None = None,
     address_file: str | os.PathLike[str] | None = None,
     max_pending: int | None = None,
     log_level: str = "info",
+    limits: Limits | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM (what `sandbox serve` and its
@@ -88,15 +109,12 @@ def serve(
     token = token or os.environ.get(TOKEN_ENV) or None
     check_binding(host, token)
     table: dict[str, Problem] = {}
-    if problems is not None:
-        from ..datasets import load_problems
-
-        loaded = load_problems(problems)
-        for error in loaded.errors[:20]:
-            log.warning("problems: %s", error)
-        if not loaded.problems:
-            raise ValueError(f"no usable problem in {problems} ({len(loaded.errors)} bad rows)")
-        table = dict(loaded.problems)
+    if isinstance(problems, Mapping):
+        table = dict(problems)
+    elif isinstance(problems, (str, os.PathLike)):
+        table = load_problem_files([problems])
+    elif problems is not None:
+        table = load_problem_files(problems)
     sock = bind_socket(host, port)
     address = advertised_address(host, sock)
     pool = Pool(backend, workers=workers)
@@ -122,7 +140,7 @@ def serve(
 
     try:
         pool.start()
-        app = create_app(pool, table, token, max_pending or max(DEFAULT_MAX_PENDING, pool.size * 64))
+        app = create_app(pool, table, token, max_pending or max(DEFAULT_MAX_PENDING, pool.size * 64), limits)
         _uvicorn_server(app, log_level, started, stopped).run(sockets=[sock])
     finally:
         sock.close()
@@ -204,7 +222,7 @@ def submit_slurm(
     if address_file.exists():
         address_file.unlink()  # a stale address must not be mistaken for the new server's
     options["address_file"] = str(address_file)
-    if options.get("problems") is not None:
+    if isinstance(options.get("problems"), (str, os.PathLike)):
         options["problems"] = str(Path(options["problems"]).absolute())
     if options.get("workers") is None:
         options["workers"] = cpus
