@@ -154,7 +154,7 @@ class SandboxClient:
         max_backoff: float = 30.0,
         concurrency: int | None = None,
         granularity: str = "per_test",
-        extract: str = "first",
+        extract: str = "auto",
     ) -> None:
         specs = [servers] if isinstance(servers, (str, os.PathLike)) else list(servers)
         if not specs:

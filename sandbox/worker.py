@@ -122,7 +122,7 @@ class Worker:
             self.stop()
             raise WorkerError(f"the judge did not answer within {timeout:.0f} s") from None
         except (OSError, protocol.ProtocolError) as exc:
-            code = process.poll()
+            code = _exit_status(process)
             self.stop()
             raise WorkerError(f"the judge died ({exc}; exit status {code})") from None
         if response.get("id") != request["id"] or "error" in response or "tests" not in response:
@@ -150,6 +150,14 @@ class Worker:
         for stream in (process.stdin, process.stdout):
             if stream:
                 stream.close()
+
+
+def _exit_status(process: subprocess.Popen[bytes]) -> int | None:
+    """The exit status of a judge whose pipe just closed (it is usually exiting: give it a moment)."""
+    try:
+        return process.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _killpg(pid: int) -> None:

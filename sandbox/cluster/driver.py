@@ -336,7 +336,7 @@ def grade_distributed(
     max_retries: int = 2,
     progress: bool = True,
     granularity: Granularity = "per_test",
-    extract: Extraction = "first",
+    extract: Extraction = "auto",
     limits: Limits | None = None,
     poll_s: float = 0.5,
     lost_after_s: float = 60.0,

@@ -2,7 +2,7 @@
 
     POST /grade   {"problems": [Problem dicts] | null,
                    "completions": [{"task_id", "code" | "completion", "problem": {...} (optional)}],
-                   "granularity": "per_test", "extract": "first", "row_offset": 0}
+                   "granularity": "per_test", "extract": "auto", "row_offset": 0}
                   -> {"results": [GradeResult dicts, in input order]}
                   (or "task_ids": [...] with "completions": [strings])
     GET  /health  -> {"ok", "backend", "workers", "pending", "max_pending", "graded", ...}

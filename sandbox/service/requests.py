@@ -98,7 +98,7 @@ def parse_grade_request(payload: Any, preloaded: Mapping[str, Problem]) -> tuple
     granularity = payload.get("granularity", "per_test")
     if granularity not in get_args(Granularity):
         raise RequestError(f"'granularity' must be 'per_test' or 'per_solution', got {granularity!r}")
-    extract = payload.get("extract", "first")
+    extract = payload.get("extract", "auto")
     if extract not in get_args(Extraction):
         raise RequestError(f"'extract' must be one of {list(get_args(Extraction))}, got {extract!r}")
     return table, rows, granularity, extract
