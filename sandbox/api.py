@@ -38,8 +38,7 @@ def completion_rows(completions: CompletionsLike) -> Iterator[tuple[int, Mapping
     if isinstance(completions, (str, os.PathLike)):
         yield from read_jsonl(completions)
     else:
-        for i, row in enumerate(completions, start=1):
-            yield i, row
+        yield from enumerate(completions, start=1)
 
 
 def iter_grade(
@@ -109,24 +108,33 @@ def grade(problems: ProblemsLike, completions: CompletionsLike, **options: Any) 
     return list(iter_grade(problems, completions, **options))
 
 
-def job_for_row(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy) -> Job | GradeResult:
+def job_for_row(
+    index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy
+) -> Job | GradeResult:
     """The Job grading one completions row, or the row's final result when it needs no judge
     (an invalid row, an unknown task_id, no code)."""
     if isinstance(row, RowError):
         return GradeResult.invalid(row.task_id or "", f"completions {row}")
     task_id = row.get("task_id") if isinstance(row, Mapping) else None
     if task_id is None:
-        return GradeResult.invalid("", f"completions row {rowno}, field 'task_id': missing; add the task_id of the problem this completion answers")
+        return GradeResult.invalid(
+            "", f"completions row {rowno}, field 'task_id': missing; add the task_id of the problem this completion answers"
+        )
     task_id = str(task_id)
     problem = table.get(task_id)
     if problem is None:
-        return GradeResult.invalid(task_id, f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id")
+        return GradeResult.invalid(
+            task_id,
+            f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id",
+        )
     try:
         code = completion_code(dict(row), extract, problem.prompt, str(problem.metadata.get("source_format", "")))
     except ValueError as exc:
         return GradeResult.invalid(task_id, str(exc).replace("completions row", f"completions row {rowno}", 1))
     if code is None or not code.strip():
-        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", f"no code in the completion (--extract {extract})")
+        return GradeResult.uniform(
+            task_id, len(problem.tests), Verdict.NO_CODE, "", f"no code in the completion (--extract {extract})"
+        )
     return Job(index=index, problem=problem, code=code, granularity=granularity)
 
 

@@ -64,7 +64,9 @@ def default_workers() -> int:
 class Pool:
     """A long-lived executor grading `Job`s on warm judges; see the module docstring."""
 
-    def __init__(self, backend: str | Backend = "auto", workers: int | None = None, max_attempts: int = 3, progress: bool = False) -> None:
+    def __init__(
+        self, backend: str | Backend = "auto", workers: int | None = None, max_attempts: int = 3, progress: bool = False
+    ) -> None:
         self.backend = backend if isinstance(backend, Backend) else get_backend(backend)
         self.size = workers or default_workers()
         self.max_attempts = max_attempts
@@ -274,7 +276,9 @@ class Pool:
                 info=dict(response.get("info") or {}),
             )
         reason = f"grading failed {self.max_attempts} times: " + " | ".join(errors)[-1000:]
-        return GradeResult.uniform(problem.task_id, len(problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, reason, attempts=self.max_attempts)
+        return GradeResult.uniform(
+            problem.task_id, len(problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, reason, attempts=self.max_attempts
+        )
 
 
 def _settle(future: Future[GradeResult], outcome: GradeResult | BaseException) -> None:

@@ -26,7 +26,8 @@ training, not quietly teach the model nothing). A completion the sandbox failed 
 treats as "no reward from this function" (pass `sandbox_error_reward=0.0` to score it 0).
 
 Thread-safe: a local pool (`sandbox.pool.Pool`) is an executor that any number of threads may
-share, so concurrent calls need no lock. With a local pool, every training process (accelerate/torchrun rank) starts its own judges:
+share, so concurrent calls need no lock. With a local pool, every training process
+(accelerate/torchrun rank) starts its own judges:
 pass `workers=` (the CPUs each rank may use), or run one `sandbox serve` and give every rank a
 client. The full results of the last call are in `reward.last_results`.
 """
@@ -45,7 +46,17 @@ from .pool import Pool
 from .problem import GradeResult, Limits, Problem, Verdict
 
 # Keyword arguments TRL passes that are not dataset columns.
-_NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "num_generations", "prompt", "completion"}
+_NOT_COLUMNS = {
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "num_generations",
+    "prompt",
+    "completion",
+}
 
 
 def completion_text(completion: Any) -> str:
@@ -133,7 +144,9 @@ class SandboxReward:
                 rewards.append(result.pass_rate)
         errors = sum(r is None for r in rewards)
         if errors:
-            warnings.warn(f"{errors} of {len(rewards)} completions could not be graded (sandbox_error); their reward is None", stacklevel=2)
+            warnings.warn(
+                f"{errors} of {len(rewards)} completions could not be graded (sandbox_error); their reward is None", stacklevel=2
+            )
         return rewards
 
     def grade(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[GradeResult]:

@@ -34,7 +34,7 @@ class _Spawner:
             argv, kwargs, reply = self.requests.get()
             try:
                 reply.put(subprocess.Popen(argv, **kwargs))
-            except BaseException as exc:  # handed to the caller, which raises it
+            except BaseException as exc:  # noqa: BLE001 -- handed to the caller, which raises it
                 reply.put(exc)
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:

@@ -151,7 +151,11 @@ class _Driver:
         return {s.index: local_state(s.handle, s.job_id) for s in shards}
 
     def check_finished(self, shard: _Shard) -> bool:
-        if not shard.finished and self.run.result(shard.index).exists() and self.run.finished(shard.index, shard.rows, self.fingerprint):
+        if (
+            not shard.finished
+            and self.run.result(shard.index).exists()
+            and self.run.finished(shard.index, shard.rows, self.fingerprint)
+        ):
             shard.finished = True
             shard.handle = None  # drop the handle (and a local job's finished process) once we know
         return shard.finished
@@ -165,7 +169,10 @@ class _Driver:
             queue.append(shard)
         else:
             shard.failed = f"{reason} (after {shard.attempts} attempts)"
-            self.say(f"shard {shard.index}: {reason}; giving up after {shard.attempts} attempts: its {shard.rows} rows are reported as sandbox_error")
+            self.say(
+                f"shard {shard.index}: {reason}; giving up after {shard.attempts} attempts: its {shard.rows} rows are reported "
+                "as sandbox_error"
+            )
 
     def classify(self, shard: _Shard, state: str, now: float, queue: list[_Shard]) -> None:
         if state in ALIVE_STATES:
@@ -177,7 +184,9 @@ class _Driver:
         if state in ("COMPLETED", "FINISHED"):
             if waited >= COMPLETED_GRACE_S:
                 error = self.job_error(shard)
-                self.lost(shard, f"job {job} ended ({state}) without a complete result file" + (f": {error}" if error else ""), queue)
+                self.lost(
+                    shard, f"job {job} ended ({state}) without a complete result file" + (f": {error}" if error else ""), queue
+                )
         elif state in ENDED_STATES:
             if waited >= ENDED_GRACE_S:
                 error = self.job_error(shard)
@@ -203,7 +212,10 @@ class _Driver:
         switched = [str(latest[s.index]["job_id"]) for s in unfinished
                     if s.index in latest and latest[s.index].get("executor") == "slurm" and self.executor_kind != "slurm"]
         if switched and shutil.which("scancel"):  # the executor changed: stop the old jobs before grading their shards here
-            self.say(f"cancelling {len(switched)} SLURM job(s) of a previous driver: their shards are graded by the {self.executor_kind} executor now")
+            self.say(
+                f"cancelling {len(switched)} SLURM job(s) of a previous driver: their shards are graded by the "
+                f"{self.executor_kind} executor now"
+            )
             scancel(switched)
         for s in candidates:
             s.job_id = str(latest[s.index]["job_id"])
@@ -217,12 +229,18 @@ class _Driver:
                 s.job_id = None
                 queue.append(s)
         if attached:
-            self.say(f"re-attached to {len(attached)} running job(s) of a previous driver: {_ids_summary([s.job_id or '' for s in attached])}")
+            self.say(
+                f"re-attached to {len(attached)} running job(s) of a previous driver: "
+                f"{_ids_summary([s.job_id or '' for s in attached])}"
+            )
         if self.executor_kind == "slurm":
             known = {str(r["job_id"]) for r in self.run.submissions()}
             orphans = [j for j in queued_jobs_named(self.job_name) if j not in known]
             if orphans:
-                self.say(f"cancelling {len(orphans)} job(s) of this run that no driver recorded (a driver died while submitting): {_ids_summary(orphans)}")
+                self.say(
+                    f"cancelling {len(orphans)} job(s) of this run that no driver recorded (a driver died while submitting): "
+                    f"{_ids_summary(orphans)}"
+                )
                 scancel(orphans)
 
     def capacity(self, running: int) -> int:
@@ -236,16 +254,24 @@ class _Driver:
         for s in self.shards:
             self.check_finished(s)
         done = [s for s in self.shards if s.finished]
-        self.say(f"run directory {self.run.root}: {len(self.shards)} shards, {total_rows} rows; {len(done)} shards finished already", echo=False)
+        self.say(
+            f"run directory {self.run.root}: {len(self.shards)} shards, {total_rows} rows; {len(done)} shards finished already",
+            echo=False,
+        )
         queue: list[_Shard] = []
         if len(done) < len(self.shards):
             self.reattach(queue)
         if done:
-            self.say(f"skipping {len(done)} finished shard(s) of {len(self.shards)}" + ("" if len(done) < len(self.shards) else ": nothing to grade"))
+            self.say(
+                f"skipping {len(done)} finished shard(s) of {len(self.shards)}"
+                + ("" if len(done) < len(self.shards) else ": nothing to grade")
+            )
         if self.progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_rows, unit="solution", desc="grading", dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+            self.bar = tqdm(
+                total=total_rows, unit="solution", desc="grading", dynamic_ncols=True, mininterval=0.5, file=sys.stderr
+            )
         try:
             while True:
                 active = [s for s in self.shards if not s.finished and s.failed is None and s.job_id is not None]
@@ -311,14 +337,18 @@ def _ids_summary(ids: list[str], limit: int = 8) -> str:
     return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
-def _fallback(index: int, numbered: tuple[int, Any], table: dict[str, Problem], options: dict[str, Any], reason: str, attempts: int) -> GradeResult:
+def _fallback(
+    index: int, numbered: tuple[int, Any], table: dict[str, Problem], options: dict[str, Any], reason: str, attempts: int
+) -> GradeResult:
     """The result of a row whose shard could not be graded: what needs no judge (invalid rows,
     no code) as local grading gives it, else sandbox_error with the reason."""
     rowno, row = numbered
     item = job_for_row(index, rowno, row, table, options["granularity"], options["extract"])
     if isinstance(item, GradeResult):
         return item
-    return GradeResult.uniform(item.problem.task_id, len(item.problem.tests), Verdict.SANDBOX_ERROR, options["backend"], reason, attempts=attempts)
+    return GradeResult.uniform(
+        item.problem.task_id, len(item.problem.tests), Verdict.SANDBOX_ERROR, options["backend"], reason, attempts=attempts
+    )
 
 
 def grade_distributed(
@@ -386,9 +416,25 @@ def grade_distributed(
     raise AssertionError("unreachable")
 
 
-def _drive(run: RunDir, table: dict[str, Problem], rows: Rows, fp: str, options: dict[str, Any], output: str | os.PathLike[str] | None,
-           *, executor: Executor, jobs: int, cpus_per_job: int, partition: str | None, time_min: float, max_retries: int,
-           progress: bool, poll_s: float, lost_after_s: float, slurm_parameters: Mapping[str, Any] | None) -> list[GradeResult]:
+def _drive(
+    run: RunDir,
+    table: dict[str, Problem],
+    rows: Rows,
+    fp: str,
+    options: dict[str, Any],
+    output: str | os.PathLike[str] | None,
+    *,
+    executor: Executor,
+    jobs: int,
+    cpus_per_job: int,
+    partition: str | None,
+    time_min: float,
+    max_retries: int,
+    progress: bool,
+    poll_s: float,
+    lost_after_s: float,
+    slurm_parameters: Mapping[str, Any] | None,
+) -> list[GradeResult]:
     """Prepare the run directory, run the driver, merge the results (under the driver's lock)."""
     manifest, note = prepare(run, table, rows, fp, options, jobs)
     driver = _Driver(run, manifest, executor=executor, cpus_per_job=cpus_per_job, partition=partition, time_min=time_min,
@@ -409,11 +455,17 @@ def _drive(run: RunDir, table: dict[str, Problem], rows: Rows, fp: str, options:
                 results[i] = _fallback(i, rows[i], table, options, reason, shard.attempts)
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
-        raise ClusterError(f"{len(missing)} rows have no result (first: row index {missing[0]}); the run directory {run.root} is damaged: delete it")
+        raise ClusterError(
+            f"{len(missing)} rows have no result (first: row index {missing[0]}); the run directory {run.root} is damaged: "
+            "delete it"
+        )
     final: list[GradeResult] = [r for r in results if r is not None]
     failed = [s for s in driver.shards if s.failed]
-    driver.say(f"merged {len(final)} results" + (f"; {len(failed)} shard(s) failed: {sum(s.rows for s in failed)} rows are sandbox_error" if failed else ""),
-               echo=bool(failed))
+    driver.say(
+        f"merged {len(final)} results"
+        + (f"; {len(failed)} shard(s) failed: {sum(s.rows for s in failed)} rows are sandbox_error" if failed else ""),
+        echo=bool(failed),
+    )
     if output is not None:
         write_jsonl(Path(output), (r.to_dict() for r in final))
     return final

@@ -184,9 +184,11 @@ def prepare(run: RunDir, table: dict[str, Problem], rows: Rows, fp: str, options
     if manifest is not None:
         if manifest.get("format") != FORMAT or manifest.get("kind") != KIND or manifest.get("fingerprint") != fp:
             raise ClusterError(
-                f"the run directory {run.root} holds shards of different inputs (fingerprint {str(manifest.get('fingerprint'))[:12]}, "
+                f"the run directory {run.root} holds shards of different inputs (fingerprint "
+                f"{str(manifest.get('fingerprint'))[:12]}, "
                 f"these inputs {fp[:12]}: the problems, completions or grading options changed); its results cannot be reused. "
-                f"Delete it, or give this run another --workdir (or --output)")
+                f"Delete it, or give this run another --workdir (or --output)"
+            )
         note = None
         if manifest["count"] != max(1, min(jobs, len(rows))):
             note = f"reusing the {manifest['count']} shards of {run.root} (jobs={jobs} applies to new run directories only)"

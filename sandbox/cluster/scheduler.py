@@ -50,8 +50,10 @@ def slurm_executor(folder: Path, setup: list[str], *, time_min: float, cpus: int
     import submitit
 
     if not shutil.which("sbatch"):
-        raise ClusterError("--executor slurm needs SLURM's sbatch, squeue and sacct on PATH (and SLURM_CONF if the cluster needs it); "
-                           "use --executor local on a machine without SLURM")
+        raise ClusterError(
+            "--executor slurm needs SLURM's sbatch, squeue and sacct on PATH (and SLURM_CONF if the cluster needs it); "
+            "use --executor local on a machine without SLURM"
+        )
     executor = submitit.SlurmExecutor(folder=folder, python="exec " + shlex.quote(sys.executable))
     params: dict[str, Any] = {"time": max(1, round(time_min)), "cpus_per_task": cpus, "job_name": job_name,
                               "use_srun": False, "setup": setup, "signal_delay_s": 30}

@@ -102,7 +102,9 @@ def grade_shard(run_dir: str, shard: int, fingerprint: str, cpus: int | None = N
     run = RunDir(Path(run_dir))
     manifest = run.read_manifest()
     if manifest is None or manifest.get("fingerprint") != fingerprint:
-        raise ClusterError(f"{run.root} no longer holds the inputs this job was submitted for (fingerprint changed); not grading shard {shard}")
+        raise ClusterError(
+            f"{run.root} no longer holds the inputs this job was submitted for (fingerprint changed); not grading shard {shard}"
+        )
     rows_expected = manifest["shard_rows"][shard]
     job_id = _task_job_id()
     event = {"shard": shard, "job_id": job_id, "host": socket.gethostname(), "pid": os.getpid()}
@@ -135,7 +137,10 @@ def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fing
     table = {p.task_id: p for p in (Problem.from_dict(d) for d in read_jsonl(run.problems))}
     records = list(read_jsonl(run.input(shard)))
     if len(records) != rows_expected:
-        raise ClusterError(f"{run.input(shard)} holds {len(records)} rows, the manifest says {rows_expected}: the run directory is damaged; delete it")
+        raise ClusterError(
+            f"{run.input(shard)} holds {len(records)} rows, the manifest says {rows_expected}: the run directory is damaged; "
+            "delete it"
+        )
     ready: dict[int, GradeResult] = {}
     jobs = []
     for record in records:

@@ -160,10 +160,18 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         if n == 0:
             return JSONResponse({"results": []})
         if n > state.max_pending:
-            return JSONResponse({"error": f"{n} completions in one request; this server admits at most {state.max_pending} at once: "
-                                          "send smaller batches", "max_pending": state.max_pending}, status_code=413)
+            return JSONResponse(
+                {
+                    "error": f"{n} completions in one request; this server admits at most {state.max_pending} at once: "
+                    "send smaller batches",
+                    "max_pending": state.max_pending,
+                },
+                status_code=413,
+            )
         if not state.pool.alive:
-            return JSONResponse({"error": "the grading pool is not running"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+            return JSONResponse(
+                {"error": "the grading pool is not running"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
         if not state.admit(n):
             return JSONResponse({"error": f"busy: {state.pending} completions pending (max {state.max_pending}); retry later",
                                  "pending": state.pending, "max_pending": state.max_pending},

@@ -69,7 +69,9 @@ def advertised_address(host: str, sock: socket.socket) -> str:
     return f"{name}:{port}"
 
 
-def _uvicorn_server(app: Any, log_level: str, on_started: Callable[[], None] | None, on_stopped: Callable[[], None] | None = None) -> Any:
+def _uvicorn_server(
+    app: Any, log_level: str, on_started: Callable[[], None] | None, on_stopped: Callable[[], None] | None = None
+) -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):

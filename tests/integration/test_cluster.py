@@ -136,12 +136,24 @@ def run_dir(path: Path):
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
     bases = sorted({j.split("_")[0] for j in job_ids})
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return {line.split("|")[0]: line.split("|")[1].split()[0] for line in out.stdout.splitlines() if "|" in line}
 
 
 def sacct_job_count(name: str) -> int:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "--name", name, "-o", "JobID"], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "--name", name, "-o", "JobID"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return len(out.stdout.split())
 
 
@@ -250,8 +262,19 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
 
     def drive() -> None:
         try:
-            box["results"] = grade_distributed(PROBLEMS, ROWS[:n], tmp_path / "graded.jsonl", executor="slurm", jobs=4, cpus_per_job=1,
-                                               backend="process", workdir=workdir, time_min=10, progress=False, lost_after_s=5)
+            box["results"] = grade_distributed(
+                PROBLEMS,
+                ROWS[:n],
+                tmp_path / "graded.jsonl",
+                executor="slurm",
+                jobs=4,
+                cpus_per_job=1,
+                backend="process",
+                workdir=workdir,
+                time_min=10,
+                progress=False,
+                lost_after_s=5,
+            )
         except BaseException as exc:  # noqa: BLE001 -- reported by the test below
             box["error"] = exc
 
@@ -270,7 +293,9 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
                     cancelled[shard] = ("RUNNING", job)
         jobs = {s["shard"]: s["job_id"] for s in run.submissions()}
         started = {e["shard"] for e in events if e["event"] == "start"}
-        queue = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30, check=False).stdout
+        queue = subprocess.run(
+            ["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
         states = dict(line.split("|") for line in queue.split())
         for shard, job in jobs.items():
             state = states.get(job)
@@ -294,7 +319,7 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
     results = box["results"]
     assert summary(results) == summary(reference[:n])  # nothing lost, every row right, in order
     submissions = run.submissions()
-    for shard, (state, job) in cancelled.items():
+    for shard, (_state, job) in cancelled.items():
         attempts = [s for s in submissions if s["shard"] == shard]
         assert [s["attempt"] for s in attempts] == [1, 2], attempts
         assert attempts[0]["job_id"] == job and attempts[1]["job_id"] != job
@@ -342,7 +367,9 @@ def test_shard_that_keeps_failing_becomes_sandbox_errors_then_a_rerun_grades_it(
         if i % 2 == 0:  # shard 0 holds the even rows
             assert r.verdict is not None and r.verdict.value == "sandbox_error", (i, r)
             assert r.pass_rate == 0.0 and r.total == 3
-            assert "shard 0 was not graded" in r.error and ("CANCELLED" in r.error or "neither squeue nor sacct" in r.error), r.error
+            assert "shard 0 was not graded" in r.error and ("CANCELLED" in r.error or "neither squeue nor sacct" in r.error), (
+                r.error
+            )
         else:
             assert (round(r.pass_rate, 6), r.verdict.value if r.verdict else None) == (round(expected(i)[0], 6), expected(i)[1])
     assert not run.result(0).exists() and run.result(1).exists()
@@ -371,8 +398,28 @@ def test_killed_driver_resumes_without_regrading(executor, submitit_installed, r
     problems, completions = write_inputs(tmp_path, ROWS[:n])
     output, workdir = tmp_path / "graded.jsonl", tmp_path / "run"
     run = run_dir(workdir)
-    args = ["grade", "-p", str(problems), "-c", str(completions), "-o", str(output), "--backend", "process",
-            "--executor", executor, "--jobs", "8", "--cpus-per-job", "1", "--time", "10", "--workdir", str(workdir), "--no-progress"]
+    args = [
+        "grade",
+        "-p",
+        str(problems),
+        "-c",
+        str(completions),
+        "-o",
+        str(output),
+        "--backend",
+        "process",
+        "--executor",
+        executor,
+        "--jobs",
+        "8",
+        "--cpus-per-job",
+        "1",
+        "--time",
+        "10",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+    ]
     first = cli(*args)
     deadline = time.monotonic() + 180
     finished: list[Path] = []

@@ -8,9 +8,9 @@ import signal
 import threading
 import time
 
-from sandbox.backends import ProcessBackend
 import pytest
 
+from sandbox.backends import ProcessBackend
 from sandbox.pool import Job, Pool, WorkerError
 from sandbox.problem import Limits, Problem, Test, Verdict
 
