@@ -26,7 +26,7 @@ import click
 from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
 from .datasets import TEST_SETS
 from .problem import BackendChoice, ExecutorKind, Extraction, GradeResult, Granularity, Limits, Verdict
-from .rundir import write_atomic
+from .rundir import read_jsonl, write_atomic
 
 BACKEND_CHOICES = list(get_args(BackendChoice))
 MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
@@ -317,7 +317,7 @@ def demo(backend: str, workers: int | None) -> None:
     from .datasets import load_problems
 
     loaded = load_problems(demo_files.problems_path(), min_tests=20)
-    rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
+    rows = list(read_jsonl(demo_files.completions_path()))
     judge_backend = resolve_backend(backend)
     started = time.monotonic()
     results = grade_all(loaded, rows, backend=judge_backend, workers=workers, progress=sys.stderr.isatty())
