@@ -125,13 +125,13 @@ def test_qrpo_status_reads_the_cluster_run_directory(tmp_path: Path) -> None:
     """The SLURM grading driver's run directory is a core chunk folder: `qrpo status` counts its
     finished shards with the same reader as a stage's chunks."""
     from qrpo.pipeline.layout import chunk_progress
-    from sandbox.cluster.layout import RunDir, fingerprint, prepare
+    from sandbox.cluster.layout import RunDir, inputs_fingerprint, prepare
     from sandbox.problem import GradeResult, Problem, Test, Verdict
 
     problem = Problem(task_id="t", prompt="", entry_point="f", tests=(Test("function", "assert candidate(1) == 1"),))
     rows = [(i + 1, {"task_id": "t", "code": "def f(x):\n    return x\n"}) for i in range(5)]
     options = {"backend": "process", "granularity": "per_test", "extract": "auto"}
-    fp = fingerprint({"t": problem}, rows, options)
+    fp = inputs_fingerprint({"t": problem}, rows, options)
     run = RunDir(tmp_path / "shards")
     manifest, note = prepare(run, {"t": problem}, rows, fp, options, jobs=3)
     assert note is None and manifest["count"] == 3 and manifest["shard_rows"] == [2, 2, 1]
