@@ -129,8 +129,11 @@ def main() -> None:
         worst_t = max(hostile, key=lambda r: r["seconds"])
         worst_m = max(hostile, key=lambda r: r["peak_mib"])
         base_t = max(r["seconds"] for r in normal)
-        print(f"\nworst time: {worst_t['case']}: {worst_t['seconds']:.3f} s ({worst_t['seconds'] / base_t:.1f}x the slowest normal reply, "
-              f"{base_t:.3f} s); target < 1 s")
+        print(
+            f"\nworst time: {worst_t['case']}: {worst_t['seconds']:.3f} s ({worst_t['seconds'] / base_t:.1f}x the slowest "
+            "normal reply, "
+            f"{base_t:.3f} s); target < 1 s"
+        )
         print(f"worst memory: {worst_m['case']}: {worst_m['peak_mib']:.0f} MiB; target < 512 MiB")
 
 

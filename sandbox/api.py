@@ -1,6 +1,7 @@
 """`sandbox.grade`: problems + completions in, one GradeResult per completion out, in order.
 
-Bad rows (unknown task_id, missing fields, no code block) become results with `error` set
+A thin layer on `sandbox.pool.Pool`: rows become `Job`s (`job_for_row`), which the pool grades
+with its ordered `map`. Bad rows (unknown task_id, missing fields, no code block) become results with `error` set
 (and `no_code` verdicts where the problem is known); they never stop the batch.
 """
 
@@ -32,12 +33,12 @@ def as_problems(problems: ProblemsLike, **load_options: Any) -> dict[str, Proble
     return {p.task_id: p for p in problems}
 
 
-def _completion_rows(completions: CompletionsLike) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+def completion_rows(completions: CompletionsLike) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    """(1-based row number, row or RowError) for a completions file or an iterable of rows."""
     if isinstance(completions, (str, os.PathLike)):
         yield from read_jsonl(completions)
     else:
-        for i, row in enumerate(completions, start=1):
-            yield i, row
+        yield from enumerate(completions, start=1)
 
 
 def iter_grade(
@@ -59,7 +60,7 @@ def iter_grade(
     table = as_problems(problems)
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
-    rows = list(_completion_rows(completions))
+    rows = list(completion_rows(completions))
     owned = pool is None
     pool = pool or Pool(backend, workers=workers, progress=progress)
     try:
@@ -73,16 +74,17 @@ def iter_grade(
     for index, (rowno, row) in enumerate(rows):
         if index < skip:
             continue
-        result_or_job = _job(index, rowno, row, table, granularity, extract)
+        result_or_job = job_for_row(index, rowno, row, table, granularity, extract)
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
         else:
             jobs.append(result_or_job)
+    graded = pool.map(jobs, total=len(jobs))
     try:
-        graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
         for index in range(skip, len(rows)):
             yield ready.pop(index) if index in ready else next(graded)
     finally:
+        graded.close()  # cancels this call's unfinished jobs on a shared pool
         if owned:
             pool.close()
 
@@ -96,7 +98,7 @@ def _with_expected(table: dict[str, Problem], rows: list[tuple[int, Any]], pool:
 
     def run(jobs: list[tuple[Problem, str]]) -> Iterator[GradeResult]:
         batch = (Job(index=i, problem=p, code=c, granularity="per_solution") for i, (p, c) in enumerate(jobs))
-        return pool.grade(batch, total=len(jobs))
+        return pool.map(batch, total=len(jobs))
 
     return attach_expected(table, run, only=wanted)
 
@@ -106,22 +108,33 @@ def grade(problems: ProblemsLike, completions: CompletionsLike, **options: Any) 
     return list(iter_grade(problems, completions, **options))
 
 
-def _job(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy) -> Job | GradeResult:
+def job_for_row(
+    index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[str, Problem], granularity: str, extract: Policy
+) -> Job | GradeResult:
+    """The Job grading one completions row, or the row's final result when it needs no judge
+    (an invalid row, an unknown task_id, no code)."""
     if isinstance(row, RowError):
         return GradeResult.invalid(row.task_id or "", f"completions {row}")
     task_id = row.get("task_id") if isinstance(row, Mapping) else None
     if task_id is None:
-        return GradeResult.invalid("", f"completions row {rowno}, field 'task_id': missing; add the task_id of the problem this completion answers")
+        return GradeResult.invalid(
+            "", f"completions row {rowno}, field 'task_id': missing; add the task_id of the problem this completion answers"
+        )
     task_id = str(task_id)
     problem = table.get(task_id)
     if problem is None:
-        return GradeResult.invalid(task_id, f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id")
+        return GradeResult.invalid(
+            task_id,
+            f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id",
+        )
     try:
         code = completion_code(dict(row), extract, problem.prompt, str(problem.metadata.get("source_format", "")))
     except ValueError as exc:
         return GradeResult.invalid(task_id, str(exc).replace("completions row", f"completions row {rowno}", 1))
     if code is None or not code.strip():
-        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", f"no code in the completion (--extract {extract})")
+        return GradeResult.uniform(
+            task_id, len(problem.tests), Verdict.NO_CODE, "", f"no code in the completion (--extract {extract})"
+        )
     return Job(index=index, problem=problem, code=code, granularity=granularity)
 
 

@@ -19,18 +19,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import click
 
-from .backends import BACKENDS
 from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
 from .datasets import TEST_SETS
-from .extract import POLICIES as EXTRACT_POLICIES
-from .problem import GradeResult, Limits, Verdict
-from .rundir import write_atomic
+from .problem import BackendChoice, ExecutorKind, Extraction, GradeResult, Granularity, Limits, Verdict
+from .rundir import read_jsonl, write_atomic
 
-BACKEND_CHOICES = ["auto", *BACKENDS]
+BACKEND_CHOICES = list(get_args(BackendChoice))
 MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
 
 
@@ -127,9 +125,9 @@ def main() -> None:
               help="Where to write one JSON result per completion, in input order.")
 @backend_option
 @workers_option
-@click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True,
+@click.option("--granularity", type=click.Choice(get_args(Granularity)), default="per_test", show_default=True,
               help="A fork per test (clean state, as the paper) or one process per solution.")
-@click.option("--extract", type=click.Choice(EXTRACT_POLICIES), default="auto", show_default=True,
+@click.option("--extract", type=click.Choice(get_args(Extraction)), default="auto", show_default=True,
               help="How to get code from 'completion': a ```python block (first/last/longest), the prompt's continuation "
                    "(continuation: human-eval style), the whole text (full); auto: a block, else the format's convention.")
 @click.option("--tests", "test_set", type=click.Choice(TEST_SETS), default="plus", show_default=True,
@@ -145,7 +143,7 @@ def main() -> None:
 @click.option("--min-tests", type=IntIn(0, 1_000_000, 20), default=None, help="Drop problems with fewer tests (paper: 20).")
 @limit_options("")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+@click.option("--executor", type=click.Choice(get_args(ExecutorKind)), default=None,
               help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). "
                    "Default: grade in this process.")
 @click.option("--jobs", type=IntIn(1, 100_000, 16), default=4, show_default=True,
@@ -201,7 +199,7 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
     try:
         if adapter is not None:
             dataset_format = load_adapter(adapter).name
-        loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests,  # type: ignore[arg-type]
+        loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests,
                                tests=test_set)  # type: ignore[arg-type]
     except UnknownFormatError as exc:
         raise click.BadParameter(str(exc), param_hint="'--format'") from None
@@ -319,7 +317,7 @@ def demo(backend: str, workers: int | None) -> None:
     from .datasets import load_problems
 
     loaded = load_problems(demo_files.problems_path(), min_tests=20)
-    rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
+    rows = list(read_jsonl(demo_files.completions_path()))
     judge_backend = resolve_backend(backend)
     started = time.monotonic()
     results = grade_all(loaded, rows, backend=judge_backend, workers=workers, progress=sys.stderr.isatty())
@@ -492,7 +490,7 @@ def serve(host: str, port: int, backend: str, workers: int | None, problem_files
           --problems problems.jsonl --address-file /shared/sandbox.addr
     Clients: sandbox.client.SandboxClient("/shared/sandbox.addr").grade(problems, rows)
     """
-    from . import server as service
+    from . import service
 
     try:
         service.check_binding(host, token)

@@ -25,7 +25,9 @@ training, not quietly teach the model nothing). A completion the sandbox failed 
 (`sandbox_error`, an infrastructure failure, never the solution's fault) gets None, which TRL
 treats as "no reward from this function" (pass `sandbox_error_reward=0.0` to score it 0).
 
-With a local pool, every training process (accelerate/torchrun rank) starts its own judges:
+Thread-safe: a local pool (`sandbox.pool.Pool`) is an executor that any number of threads may
+share, so concurrent calls need no lock. With a local pool, every training process
+(accelerate/torchrun rank) starts its own judges:
 pass `workers=` (the CPUs each rank may use), or run one `sandbox serve` and give every rank a
 client. The full results of the last call are in `reward.last_results`.
 """
@@ -35,16 +37,26 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
-import threading
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .pool import Pool
 from .problem import GradeResult, Limits, Problem, Verdict
 
 # Keyword arguments TRL passes that are not dataset columns.
-_NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "num_generations", "prompt", "completion"}
+_NOT_COLUMNS = {
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "num_generations",
+    "prompt",
+    "completion",
+}
 
 
 def completion_text(completion: Any) -> str:
@@ -117,8 +129,7 @@ class SandboxReward:
         self.sandbox_error_reward = sandbox_error_reward
         self.__name__ = name  # TRL logs rewards/<__name__>
         self.last_results: list[GradeResult] = []
-        self._pool: Any = None
-        self._lock = threading.Lock()
+        self._pool: Pool | None = None if client is not None else Pool(backend, workers=workers)  # started by the first call
         atexit.register(_close_ref, weakref.ref(self))
 
     # ----------------------------------------------------------------------------------------
@@ -133,7 +144,9 @@ class SandboxReward:
                 rewards.append(result.pass_rate)
         errors = sum(r is None for r in rewards)
         if errors:
-            warnings.warn(f"{errors} of {len(rewards)} completions could not be graded (sandbox_error); their reward is None", stacklevel=2)
+            warnings.warn(
+                f"{errors} of {len(rewards)} completions could not be graded (sandbox_error); their reward is None", stacklevel=2
+            )
         return rewards
 
     def grade(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[GradeResult]:
@@ -210,22 +223,16 @@ class SandboxReward:
         if self.client is not None:
             return self.client.grade(table or None, rows, granularity=self.granularity, extract=self.extract)
         from .api import grade
-        from .pool import Pool
 
-        with self._lock:
-            if self._pool is None:
-                self._pool = Pool(self.backend, workers=self.workers)
-                self._pool.start()
-            return grade(table, rows, pool=self._pool, granularity=self.granularity, extract=self.extract)
+        assert self._pool is not None
+        return grade(table, rows, pool=self._pool, granularity=self.granularity, extract=self.extract)
 
     # ----------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the local pool's judges (a later call starts a new pool)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        """Stop the local pool's judges (a later call starts them again)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> SandboxReward:
         return self

@@ -35,7 +35,7 @@ class QrpoUnrepresentable:
     def __ne__(self, other):
         return True
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as equal to nothing
 
 
 def qrpo_decode(value):
@@ -105,7 +105,7 @@ def qrpo_evalplus_match(dataset, entry_point, inp, out, exp, atol):
         elif entry_point in QRPO_NOT_NONE:  # exp is whether the canonical's output was not None
             exact = out == exp if isinstance(out, bool) else exp == (out is not None)
     if dataset == "humaneval" and entry_point == "find_zero":
-        return abs(_qrpo_poly(*inp, out)) <= atol
+        return abs(_qrpo_poly(inp[0], out)) <= atol  # find_zero(xs): the polynomial xs at the returned root
     if not exact and atol != 0:
         if type(out) is not type(exp):
             return False

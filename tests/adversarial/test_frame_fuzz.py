@@ -53,7 +53,11 @@ def valid_frames(rng: random.Random) -> list[Any]:
         {"loaded": True},
         {"loaded": False, "verdict": rng.choice(["passed", "syntax_error", "timeout", "nope"]), "detail": "x"},
         {"test": test, "ok": doc, "time_s": 0.1},
-        {"test": test, "raise": rng.choice(["ValueError", "SystemExit", "TooLarge", "UnicodeDecodeError", "Nope"]), "detail": "d"},
+        {
+            "test": test,
+            "raise": rng.choice(["ValueError", "SystemExit", "TooLarge", "UnicodeDecodeError", "Nope"]),
+            "detail": "d",
+        },
         {"test": test, "unencodable": "x", "time_s": 0.0},
         {"test": test, "passed": True},
         {"test": test, "exited": {"code": 0}},
@@ -115,7 +119,8 @@ def solution(rng: random.Random, problem: Problem) -> str:
     payload = fuzzed_bytes(rng)
     then = rng.choice(["return", "exit", "hang", "raise"])
     where = rng.choice(["import", "call", "call"])
-    write = f"import os, sys, time\n_P = {payload!r}\ndef _w():\n    try:\n        os.write(4, _P)\n    except OSError:\n        pass\n"
+    write = (f"import os, sys, time\n_P = {payload!r}\n"
+             "def _w():\n    try:\n        os.write(4, _P)\n    except OSError:\n        pass\n")
     after = {"return": "", "exit": "os._exit(0)", "hang": "time.sleep(30)", "raise": "raise ValueError('x')"}[then]
     if problem.task_id == "echo":
         return write + "_w()\n" + (after + "\n" if where == "import" else "") + "print(input())\n"

@@ -43,7 +43,10 @@ SLOW = Problem(
 
 
 def slow_row(delay: float, wrong: bool = False) -> dict:
-    return {"task_id": SLOW.task_id, "code": f"import time\ntime.sleep({delay})\ndef double(x):\n    return 2 * x + {int(wrong)}\n"}
+    return {
+        "task_id": SLOW.task_id,
+        "code": f"import time\ntime.sleep({delay})\ndef double(x):\n    return 2 * x + {int(wrong)}\n",
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,7 +106,7 @@ def assert_same(got: list[GradeResult], want: list[GradeResult], exact: bool = F
 
 
 def background(app):
-    from sandbox.server import BackgroundServer
+    from sandbox.service import BackgroundServer
 
     return BackgroundServer(app).start()
 
@@ -115,7 +118,7 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     server = background(create_app(pool, problems, max_pending=77))
     try:
@@ -139,8 +142,11 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
         health = client.health()[0]
         assert health["pending"] == 0 and health["graded"] == 9 and health["judged"] == 8 and health["requests"] == 2
         assert httpx.post(f"{server.url}/grade", content=b"{not json", timeout=10).status_code == 400
-        bad_problem = httpx.post(f"{server.url}/grade", timeout=10,
-                                 json={"problems": [{"task_id": "x", "tests": "nope"}], "completions": [{"task_id": "x", "code": "1"}]})
+        bad_problem = httpx.post(
+            f"{server.url}/grade",
+            timeout=10,
+            json={"problems": [{"task_id": "x", "tests": "nope"}], "completions": [{"task_id": "x", "code": "1"}]},
+        )
         assert bad_problem.status_code == 400 and "could not be loaded" in bad_problem.json()["error"]
         assert client.health()[0]["pending"] == 0
         assert httpx.get(f"{server.url}/nothing-here", timeout=10).status_code == 404
@@ -152,7 +158,7 @@ def test_eight_concurrent_clients_match_local_grading(pool, problems, fast_rows,
     """8 threads, each with its own client, grade rotated copies of the rows at once: preloaded
     problems, inline problems, task_ids + strings; every answer equals local grading, in order."""
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     rows = fast_rows + [slow_row(0.0), slow_row(0.0, wrong=True)]
     assert len(expected) == len(rows)
@@ -197,7 +203,7 @@ def test_backpressure_503_then_retries_complete(pool, problems, fast_rows, expec
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     server = background(create_app(pool, problems, max_pending=2))
     try:
@@ -247,7 +253,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     import httpx
 
     from sandbox.client import SandboxAuthError, SandboxClient
-    from sandbox.server import check_binding, create_app, is_loopback, serve
+    from sandbox.service import check_binding, create_app, is_loopback, serve
 
     # Nothing here can listen on a non-loopback interface even if the refusal were broken: the
     # CLI gets addresses this machine cannot bind (TEST-NET-1, an unresolvable name), and the
@@ -262,7 +268,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     def no_bind(host: str, port: int) -> None:
         raise AssertionError(f"the server tried to bind {host}:{port} without a token")
 
-    monkeypatch.setattr("sandbox.server.bind_socket", no_bind)
+    monkeypatch.setattr("sandbox.service.run.bind_socket", no_bind)
     for host in ("0.0.0.0", "::", "192.0.2.1", "example.org", "10.0.0.1"):
         with pytest.raises(ValueError, match="without a token"):
             check_binding(host, None)
@@ -274,7 +280,12 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
 
     server = background(create_app(pool, problems, token="s3cret-token"))
     try:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}, {"Authorization": "Bearer s3cret-token2"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "s3cret-token"},
+            {"Authorization": "Bearer s3cret-token2"},
+        ):
             assert httpx.get(f"{server.url}/health", headers=headers, timeout=10).status_code == 401
             response = httpx.post(f"{server.url}/grade", json={"completions": fast_rows[:1]}, headers=headers, timeout=10)
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
@@ -286,7 +297,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
         with pytest.raises(SandboxAuthError):
             SandboxClient(server.url).grade(None, fast_rows[:2])
         address = tmp_path / "token.addr"
-        from sandbox.server import write_address_file
+        from sandbox.service import write_address_file
 
         write_address_file(address, server.address, "s3cret-token")
         assert stat.S_IMODE(address.stat().st_mode) == 0o600
@@ -301,7 +312,9 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
 # Servers as processes
 
 
-def start_server(tmp_path: Path, name: str, *extra: str, token: str | None = None, backend: str = "process") -> tuple[subprocess.Popen, Path]:
+def start_server(
+    tmp_path: Path, name: str, *extra: str, token: str | None = None, backend: str = "process"
+) -> tuple[subprocess.Popen, Path]:
     address = tmp_path / f"{name}.addr"
     env = {k: v for k, v in os.environ.items() if k != "SANDBOX_TOKEN"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -350,7 +363,7 @@ def test_killed_server_fails_over_to_another(problems, fast_rows, expected, tmp_
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import read_address_file
+    from sandbox.service import read_address_file
 
     token = "failover-token"
     servers = [start_server(tmp_path, name, token=token) for name in ("a", "b")]
@@ -471,7 +484,9 @@ def test_serve_as_slurm_job(problems, fast_rows, expected, tmp_path) -> None:
         advertised = [line.split(":", 1)[1].strip() for line in run.stdout.splitlines() if line.startswith("address:")]
         assert advertised and advertised[0] != "127.0.0.1:1" and address.read_text().splitlines()[0] == advertised[0]
         assert stat.S_IMODE(address.stat().st_mode) == 0o600
-        squeue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False)
+        squeue = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         assert squeue.stdout.strip() == "RUNNING", squeue.stdout + squeue.stderr
         got = SandboxClient(address, batch_size=8, timeout=120).grade(None, fast_rows)
         assert_same(got, expected[:len(fast_rows)], exact=True)
@@ -483,7 +498,9 @@ def test_serve_as_slurm_job(problems, fast_rows, expected, tmp_path) -> None:
         assert time.monotonic() < deadline, "the address file survived scancel"
         time.sleep(0.1)
     while True:
-        squeue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False)
+        squeue = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         if not squeue.stdout.strip():
             break
         assert time.monotonic() < deadline, f"job {job_id} still listed after scancel: {squeue.stdout}"
@@ -542,8 +559,13 @@ def test_reward_with_local_pool(problems, demo_rows) -> None:
     reward = SandboxReward(PROBLEMS, backend="process", workers=2)
     try:
         assert reward.__name__ == "sandbox_pass_rate"
-        got = reward(prompts=[[{"role": "user", "content": "..."}]] * len(texts), completions=texts, completion_ids=[[1]] * len(texts),
-                     trainer_state=object(), **columns)
+        got = reward(
+            prompts=[[{"role": "user", "content": "..."}]] * len(texts),
+            completions=texts,
+            completion_ids=[[1]] * len(texts),
+            trainer_state=object(),
+            **columns,
+        )
         assert got == pytest.approx(wanted, abs=1e-5)
         pool = reward._pool
         fast = [i for i, r in enumerate(demo_rows) if r["expected_verdict"] != "timeout"]
@@ -568,7 +590,7 @@ def test_reward_with_local_pool(problems, demo_rows) -> None:
 def test_reward_through_a_client(pool, problems, demo_rows) -> None:
     from sandbox.client import SandboxClient
     from sandbox.rewards import SandboxReward
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     rows = [r for r in demo_rows if r["expected_verdict"] != "timeout"]
     texts, columns = trl_columns(rows)
