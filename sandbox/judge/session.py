@@ -224,7 +224,7 @@ class Session:
         self.status_fd = -1
         self.next_test = 0
         self.per_solution = request.get("granularity") == "per_solution"
-        self.watch = treewatch.TreeWatch(int(self.limits["memory_mb"]))
+        self.watch = treewatch.TreeWatch(int(self.limits["memory_mb"]), float(self.limits["cpu_s"]))
 
     # -- runner lifecycle ------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class Session:
             return frames.Loaded(False, TIMEOUT, "loading the solution took too long")
         except treewatch.OverLimit as exc:
             self.kill()
-            return frames.Loaded(False, MEMORY, str(exc))
+            return frames.Loaded(False, exc.verdict, str(exc))
         except frames.FrameError as exc:
             self.kill()
             return frames.Loaded(False, RUNTIME_ERROR, f"the solution broke the protocol while loading ({exc})")
@@ -364,6 +364,7 @@ class Session:
         (late `exited` reports) are skipped; anything malformed is the solution's failure."""
         timeout = float(self.limits["wall_s"])
         deadline = time.monotonic() + timeout
+        self.watch.begin_test()
         while True:
             try:
                 answer = frames.answer(self.reader.read(deadline, REPLY_LIMIT, codec.MAX_FRAME_CONTAINERS,
@@ -373,7 +374,7 @@ class Session:
                 raise SolutionFailure(TIMEOUT, f"no answer within {timeout:g} s") from None
             except treewatch.OverLimit as exc:
                 self.kill()
-                raise SolutionFailure(MEMORY, str(exc)) from None
+                raise SolutionFailure(exc.verdict, str(exc)) from None
             except (frames.FrameError, protocol.Malformed) as exc:
                 self.kill()
                 raise SolutionFailure(RUNTIME_ERROR, f"the solution's process broke the protocol: {exc}") from None
