@@ -24,9 +24,16 @@ from sandbox.problem import Limits, Problem, Test  # noqa: E402
 
 LIMITS = Limits(cpu_s=1.0, wall_s=3.0, solution_s=30.0)
 PROBLEMS = {
-    "1 test": Problem(task_id="one", prompt="", entry_point="add", limits=LIMITS, tests=(Test("function", "assert candidate(1, 2) == 3"),)),
-    "3 tests": Problem(task_id="three", prompt="", entry_point="add", limits=LIMITS,
-                       tests=tuple(Test("function", f"assert candidate({i}, 1) == {i + 1}") for i in range(3))),
+    "1 test": Problem(
+        task_id="one", prompt="", entry_point="add", limits=LIMITS, tests=(Test("function", "assert candidate(1, 2) == 3"),)
+    ),
+    "3 tests": Problem(
+        task_id="three",
+        prompt="",
+        entry_point="add",
+        limits=LIMITS,
+        tests=tuple(Test("function", f"assert candidate({i}, 1) == {i + 1}") for i in range(3)),
+    ),
 }
 CODE = "def add(a, b):\n    return a + b\n"
 
@@ -47,8 +54,10 @@ def main() -> None:
                         assert all(t["verdict"] == "passed" for t in result["tests"]), result
                         if i >= 10:  # warm-up
                             times.setdefault((granularity, pname, jname), []).append(elapsed)
-        containment = {name: judge.grade({"id": 0, "problem": PROBLEMS["1 test"].to_dict(), "code": CODE})["info"]["containment"]
-                       for name, judge in judges.items()}
+        containment = {
+            name: judge.grade({"id": 0, "problem": PROBLEMS["1 test"].to_dict(), "code": CODE})["info"]["containment"]
+            for name, judge in judges.items()
+        }
     finally:
         for judge in judges.values():
             judge.close()

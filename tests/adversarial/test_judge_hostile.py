@@ -24,20 +24,48 @@ LIMITS = Limits(cpu_s=1.0, wall_s=2.0, memory_mb=512, solution_s=20.0)
 PREAMBLE = "from typing import *\n"
 BIG_N = 25_000
 PROBLEMS = {
-    "add": Problem(task_id="add", prompt="", preamble=PREAMBLE, entry_point="Solution().add", limits=LIMITS,
-                   tests=tuple(Test("function", f"assert candidate({a}, {b}) == {a + b}") for a, b in [(1, 2), (40, 2), (-5, 5)])),
-    "echo": Problem(task_id="echo", prompt="", limits=LIMITS, tests=tuple(Test("stdio", stdin=f"{i}\n", stdout=f"{i}\n") for i in range(3))),
-    "big": Problem(task_id="big", prompt="", limits=LIMITS,
-                   tests=(Test("stdio", stdin=f"{BIG_N}\n", stdout="\n".join(str(i) for i in range(BIG_N)) + "\n"),)),
-    "length": Problem(task_id="length", prompt="", entry_point="length", limits=LIMITS,
-                      tests=tuple(Test("function", f"assert candidate('{c}' * 300000) == 300000") for c in "ab")),
-    "raises": Problem(task_id="raises", prompt="", entry_point="check_positive", limits=LIMITS, tests=(
-        Test("function", "assert candidate(3) == 3"),
-        Test("function", "try:\n    candidate(-1)\n    assert False, 'no exception'\nexcept ValueError:\n    pass"),
-        Test("function", "try:\n    candidate(-2)\nexcept:\n    pass"),
-    )),
-    "match": Problem(task_id="match", prompt="", entry_point="find", limits=LIMITS,
-                     tests=(Test("function", "m = candidate('xaab')\nassert candidate(m) == 'aab'"),)),
+    "add": Problem(
+        task_id="add",
+        prompt="",
+        preamble=PREAMBLE,
+        entry_point="Solution().add",
+        limits=LIMITS,
+        tests=tuple(Test("function", f"assert candidate({a}, {b}) == {a + b}") for a, b in [(1, 2), (40, 2), (-5, 5)]),
+    ),
+    "echo": Problem(
+        task_id="echo", prompt="", limits=LIMITS, tests=tuple(Test("stdio", stdin=f"{i}\n", stdout=f"{i}\n") for i in range(3))
+    ),
+    "big": Problem(
+        task_id="big",
+        prompt="",
+        limits=LIMITS,
+        tests=(Test("stdio", stdin=f"{BIG_N}\n", stdout="\n".join(str(i) for i in range(BIG_N)) + "\n"),),
+    ),
+    "length": Problem(
+        task_id="length",
+        prompt="",
+        entry_point="length",
+        limits=LIMITS,
+        tests=tuple(Test("function", f"assert candidate('{c}' * 300000) == 300000") for c in "ab"),
+    ),
+    "raises": Problem(
+        task_id="raises",
+        prompt="",
+        entry_point="check_positive",
+        limits=LIMITS,
+        tests=(
+            Test("function", "assert candidate(3) == 3"),
+            Test("function", "try:\n    candidate(-1)\n    assert False, 'no exception'\nexcept ValueError:\n    pass"),
+            Test("function", "try:\n    candidate(-2)\nexcept:\n    pass"),
+        ),
+    ),
+    "match": Problem(
+        task_id="match",
+        prompt="",
+        entry_point="find",
+        limits=LIMITS,
+        tests=(Test("function", "m = candidate('xaab')\nassert candidate(m) == 'aab'"),),
+    ),
 }
 GOOD = {
     "add": "class Solution:\n    def add(self, a, b):\n        return a + b\n",
