@@ -275,6 +275,8 @@ class Session:
     def loaded(self) -> frames.Loaded:
         """Wait for the runner's load answer."""
         deadline = time.monotonic() + max(10.0, float(self.limits["wall_s"]) * 3)
+        if not self.alive:  # killed while we sent it the solution: it stopped reading
+            return frames.Loaded(False, TIMEOUT, "the solution's process stopped reading")
         try:
             return self._check_load(frames.load(self.reader.read(deadline, REPLY_LIMIT)))
         except protocol.Timeout:
@@ -362,6 +364,8 @@ class Session:
     def receive(self, test: int) -> frames.Answer:
         """The next frame answering `test`, within the test's wall limit. Frames of earlier tests
         (late `exited` reports) are skipped; anything malformed is the solution's failure."""
+        if not self.alive:
+            raise SolutionFailure(RUNTIME_ERROR, "the solution's process ended earlier")
         timeout = float(self.limits["wall_s"])
         deadline = time.monotonic() + timeout
         self.watch.begin_test()
