@@ -30,6 +30,7 @@ from sandbox.judge import codec, frames, protocol  # noqa: E402
 from sandbox.judge.session import REPLY_LIMIT  # noqa: E402
 
 MODULUS = (1 << 61) - 1  # CPython hashes an int n as n mod this
+BIG_INTS = (REPLY_LIMIT - 4096) // (codec.MAX_INT_HEX_DIGITS + 16)  # as many of the largest ints as fit
 
 
 def frame_of(doc: Any) -> bytes:
@@ -79,8 +80,8 @@ CASES: dict[str, Any] = {
     "big ints": lambda: frame_of(
         {
             "root": [0],
-            "nodes": [["list", [[i] for i in range(1, 1500)]]]
-            + [["int", "f" * codec.MAX_INT_HEX_DIGITS] for _ in range(1, 1500)],
+            "nodes": [["list", [[i] for i in range(1, BIG_INTS + 1)]]]
+            + [["int", "f" * codec.MAX_INT_HEX_DIGITS] for _ in range(BIG_INTS)],
         }
     ),
 }
