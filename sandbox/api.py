@@ -47,33 +47,58 @@ def iter_grade(
     backend: str | Backend = "auto",
     workers: int | None = None,
     granularity: Granularity = "per_test",
-    extract: Policy = "first",
+    extract: Policy = "auto",
     limits: Limits | None = None,
     progress: bool = False,
     pool: Pool | None = None,
+    skip: int = 0,
 ) -> Iterator[GradeResult]:
-    """Stream results in completion order. Pass `pool` to reuse warm workers across calls."""
+    """Stream results in completion order. Pass `pool` to reuse warm workers across calls.
+    `skip`: leave out the first `skip` completions rows (graded before: resuming); the others
+    keep their row numbers in error messages."""
     table = as_problems(problems)
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
     rows = list(_completion_rows(completions))
+    owned = pool is None
+    pool = pool or Pool(backend, workers=workers, progress=progress)
+    try:
+        table = _with_expected(table, rows, pool)
+    except BaseException:
+        if owned:
+            pool.close()
+        raise
     ready: dict[int, GradeResult] = {}
     jobs: list[Job] = []
     for index, (rowno, row) in enumerate(rows):
+        if index < skip:
+            continue
         result_or_job = _job(index, rowno, row, table, granularity, extract)
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
         else:
             jobs.append(result_or_job)
-    owned = pool is None
-    pool = pool or Pool(backend, workers=workers, progress=progress)
     try:
         graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
-        for index in range(len(rows)):
+        for index in range(skip, len(rows)):
             yield ready.pop(index) if index in ready else next(graded)
     finally:
         if owned:
             pool.close()
+
+
+def _with_expected(table: dict[str, Problem], rows: list[tuple[int, Any]], pool: Pool) -> dict[str, Problem]:
+    """HumanEval+ / MBPP+ problems get the canonical solution's outputs (sandbox.datasets.reference),
+    computed in the sandbox with this pool, for the task_ids the completions name."""
+    from .datasets.reference import attach_expected
+
+    wanted = {str(row.get("task_id")) for _, row in rows if isinstance(row, Mapping)}
+
+    def run(jobs: list[tuple[Problem, str]]) -> Iterator[GradeResult]:
+        batch = (Job(index=i, problem=p, code=c, granularity="per_solution") for i, (p, c) in enumerate(jobs))
+        return pool.grade(batch, total=len(jobs))
+
+    return attach_expected(table, run, only=wanted)
 
 
 def grade(problems: ProblemsLike, completions: CompletionsLike, **options: Any) -> list[GradeResult]:
@@ -92,11 +117,11 @@ def _job(index: int, rowno: int, row: Mapping[str, Any] | RowError, table: dict[
     if problem is None:
         return GradeResult.invalid(task_id, f"completions row {rowno}, field 'task_id': {task_id!r} is not in the problems; check the problems file or the id")
     try:
-        code = completion_code(dict(row), extract)
+        code = completion_code(dict(row), extract, problem.prompt, str(problem.metadata.get("source_format", "")))
     except ValueError as exc:
         return GradeResult.invalid(task_id, str(exc).replace("completions row", f"completions row {rowno}", 1))
     if code is None or not code.strip():
-        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", "no ```python code block in the completion")
+        return GradeResult.uniform(task_id, len(problem.tests), Verdict.NO_CODE, "", f"no code in the completion (--extract {extract})")
     return Job(index=index, problem=problem, code=code, granularity=granularity)
 
 

@@ -501,6 +501,13 @@ def check_source(key: str, source: SourceConfig) -> None:
             raise ConfigError(f"config key '{key}.format' is {source.format!r}; choose one of: {', '.join(choices)}")
     if source.path == "demo" or is_hub_dataset(source.path):
         return
+    from qrpo import tasks
+
+    try:
+        if tasks.source_split(source.path) is not None:  # qrpo-tasks:train / qrpo-tasks:test
+            return
+    except ValueError as error:
+        raise ConfigError(f"config key '{key}.path': {error}") from None
     if not Path(source.path).expanduser().is_file():
         raise ConfigError(f"{key}.path {source.path} does not exist; give a JSONL(.gz) file of problems, demo, "
                           "or a Hugging Face dataset id")

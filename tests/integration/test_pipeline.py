@@ -43,6 +43,9 @@ DEMO_PROBLEMS, SAMPLES = 14, 8  # tiny-cpu: the bundled demo problems, 8 referen
 SLOW = {
     "find-the-number-of-subsequences-with-equal-gcd": "the canonical solution needs ~22 s for its tests here",
     "maximum-number-of-moves-to-kill-all-pawns": "the canonical solution needs 10-15 s for its tests here",
+    # One of its 85 tests takes ~0.9 s of CPU on a quiet machine, against the paper's 1 s per test: it passed
+    # 3/3 quietly here, and timed out in a CI run under load (reward 84/85).
+    "sorted-gcd-pair-queries": "one test needs ~0.9 s of the 1 s CPU limit; it times out under load",
 }
 
 
@@ -422,6 +425,9 @@ BAD_INPUTS = {
 }
 
 
+STAGE_ERRORS = {"unknown dataset format", "stage before its input"}
+
+
 def test_a_second_qrpo_in_the_same_output_directory_is_refused(tmp_path):
     from qrpo.pipeline import Pipeline, load_config
 
@@ -441,7 +447,8 @@ def test_bad_input_fails_fast_with_one_line_naming_the_fix(case, tmp_path):
     result = CliRunner().invoke(qrpo_main, make_args(tmp_path))
     seconds = time.monotonic() - started
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
+    # 2: a usage error (an option, a config key, a missing file it names); 1: a stage that cannot go on
+    assert result.exit_code == (1 if case in STAGE_ERRORS else 2), result.output
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert expected.format(t=tmp_path) in lines[0], lines[0]
     assert seconds < 30

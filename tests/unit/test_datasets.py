@@ -37,6 +37,7 @@ LC3 = DATA / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"
 LC2 = DATA / "leetcode" / "LeetCodeDataset-v0.2.0-train.jsonl.gz"
 HUMANEVAL = DATA / "humaneval" / "HumanEval.jsonl.gz"
 MBPP = DATA / "mbpp" / "MbppPlus-v0.2.0.jsonl.gz"
+HUMANEVAL_PLUS = DATA / "humaneval" / "HumanEvalPlus-v0.1.10.jsonl.gz"
 APPS = DATA / "apps" / "mapcoder_apps_selected150.jsonl"
 
 needs_data = pytest.mark.usefixtures("shared_data")  # skips locally without the data, fails where every test must run
@@ -102,15 +103,19 @@ def write_lines(path: Path, lines: list[bytes | str]) -> Path:
 @needs_data
 @pytest.mark.parametrize(
     "path,expected",
-    [(LC3, "leetcode"), (LC2, "leetcode"), (HUMANEVAL, "humaneval"), (MBPP, "mbpp"), (APPS, "stdio")],
-    ids=["leetcode-v0.3.1", "leetcode-v0.2.0", "humaneval", "mbpp+", "apps"],
+    [(LC3, "leetcode"), (LC2, "leetcode"), (HUMANEVAL, "humaneval"), (MBPP, "mbppplus"), (HUMANEVAL_PLUS, "humanevalplus"),
+     (APPS, "stdio")],
+    ids=["leetcode-v0.3.1", "leetcode-v0.2.0", "humaneval", "mbpp+", "humaneval+", "apps"],
 )
 def test_detects_each_file_and_detection_is_unambiguous(path, expected):
     rows = raw_rows(path)[:200]
     assert {detect_format(row) for row in rows} == {expected}
-    for row in rows:  # exactly one built-in adapter claims each row, whatever the order
+    # The evalplus releases are also valid rows of their base format (forced with format=...,
+    # it grades only the original asserts); otherwise exactly one built-in adapter claims a row.
+    base = {"mbppplus": ["mbpp"], "humanevalplus": ["humaneval"]}.get(expected, [])
+    for row in rows:
         claims = [name for name in known_formats() if get_adapter(name).detect(row)]
-        assert claims == [expected]
+        assert claims == [expected, *base]
 
 
 def test_native_rows_are_detected_before_the_others():
@@ -121,7 +126,7 @@ def test_native_rows_are_detected_before_the_others():
 
 
 def test_known_formats_in_priority_order():
-    assert known_formats()[:5] == ["native", "leetcode", "humaneval", "mbpp", "stdio"]
+    assert known_formats()[:7] == ["native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "stdio"]
 
 
 def test_detect_format_lists_known_formats_when_nothing_matches():
@@ -134,7 +139,7 @@ def test_detect_format_lists_known_formats_when_nothing_matches():
 
 
 def test_get_adapter_unknown_name():
-    with pytest.raises(UnknownFormatError, match="known formats: native, leetcode"):
+    with pytest.raises(UnknownFormatError, match="known formats: native, humanevalplus, mbppplus, leetcode"):
         get_adapter("leetcode-v9")
     with pytest.raises(UnknownFormatError):
         load_problems([leetcode_row()], format="leetcode-v9")
@@ -205,7 +210,7 @@ def test_humaneval():
 
 @needs_data
 def test_mbpp_plus():
-    loaded = load_problems(MBPP)
+    loaded = load_problems(MBPP, format="mbpp")  # the original asserts only; auto picks mbppplus
     assert len(loaded) == 378 and loaded.errors == [] and loaded.formats == {"mbpp": 378}
     problem = loaded["Mbpp/2"]
     assert problem.preamble == "" and problem.entry_point == "similar_elements"
