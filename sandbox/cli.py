@@ -108,7 +108,7 @@ def limit_options(role: str) -> Any:
     )
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("sandbox", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version(), prog_name="sandbox")
 def main() -> None:
     """Grade untrusted code against unit tests, without privileges.

@@ -58,6 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from . import rundir
 from .api import CompletionsLike, ProblemsLike, _completion_rows, _job, as_problems
 from .datasets import RowError
 from .problem import GradeResult, Granularity, Limits, Problem, Verdict
@@ -100,26 +101,14 @@ def _write_atomic(path: Path, lines: Iterable[str], fsync: bool = True) -> None:
 
 def write_atomic(path: Path, chunks: Iterable[str], fsync: bool = True) -> None:
     """Write `chunks` to `path` via a temporary file in the same directory, then rename: readers see the
-    old file or the whole new one, and a crash leaves no half-written file (the pipeline relies on it too)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    old file or the whole new one, and a crash leaves no half-written file (the pipeline relies on it too).
+    The file honours the umask (sandbox.rundir.write_atomic)."""
+    rundir.write_atomic(path, chunks, fsync=fsync)
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line (O_APPEND: concurrent writers on one machine do not interleave)."""
-    data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    data = (rundir.dumps(record) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
@@ -136,7 +125,12 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a solution's output, a task_id): escaped, reads back the same
+        return json.dumps(value, ensure_ascii=True, sort_keys=True, default=str)
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,7 +412,7 @@ def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fing
         "host": socket.gethostname(), "workers": workers if jobs else 0, "backend": backend.name,
         "started": started, "finished": finished, "seconds": round(finished - started, 3),
     }
-    _write_atomic(run.result(shard), [json.dumps(header)] + [json.dumps({"index": i, "result": r.to_dict()}, ensure_ascii=False) for i, r in results])
+    _write_atomic(run.result(shard), [json.dumps(header)] + [rundir.dumps({"index": i, "result": r.to_dict()}) for i, r in results])
     with contextlib.suppress(FileNotFoundError):
         run.progress(shard).unlink()
     _append_line(run.ledger, {**event, "event": "done", "time": finished, "rows": len(results), "seconds": header["seconds"]})
@@ -857,7 +851,7 @@ def _prepare(run: RunDir, table: dict[str, Problem], rows: list[tuple[int, Mappi
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     run.shards.mkdir(parents=True)
-    _write_atomic(run.problems, (json.dumps(p.to_dict(), ensure_ascii=False) for p in table.values()))
+    _write_atomic(run.problems, (rundir.dumps(p.to_dict()) for p in table.values()))
     n = max(1, min(jobs, len(rows)))
     shard_rows = []
     for k in range(n):
@@ -871,7 +865,7 @@ def _prepare(run: RunDir, table: dict[str, Problem], rows: list[tuple[int, Mappi
                 record["row_error"] = row.to_dict()
             else:
                 record["row"] = _plain(row)
-            lines.append(json.dumps(record, ensure_ascii=False, default=str))
+            lines.append(rundir.dumps(record))
         _write_atomic(run.input(k), lines)
     manifest = {"format": RUN_FORMAT, "fingerprint": fp, "rows": len(rows), "shards": n, "shard_rows": shard_rows,
                 "assignment": "strided: shard k holds rows k, k + shards, k + 2 * shards, ...", "problems": len(table),
@@ -970,5 +964,5 @@ def grade_distributed(
         driver.say(f"merged {len(final)} results" + (f"; {len(failed)} shard(s) failed: {sum(s.rows for s in failed)} rows are sandbox_error" if failed else ""),
                    echo=bool(failed))
         if output is not None:
-            _write_atomic(Path(output), (json.dumps(r.to_dict(), ensure_ascii=False) for r in final))
+            _write_atomic(Path(output), (rundir.dumps(r.to_dict()) for r in final))
     return final
