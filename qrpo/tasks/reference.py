@@ -21,8 +21,9 @@ from sandbox.rundir import atomic_dir, fingerprint, read_json, write_json
 from . import VERSION, sft_examples
 
 # The SFT mix: the share of correct answers among the reference's training answers, and answers per problem.
-# With 0.3 the tiny model samples a correct program for about a third of the held-out prompts at T=1 and
-# a partly-right one otherwise (held-out Avg. Pass ~30-40%): room to improve, and mixed rewards within a prompt.
+# With 0.2 (and learn-cpu.yaml's 800 warm-up steps) the tiny model writes a correct program for ~30% of the
+# held-out prompts at T=1 and a partly-right one for most others (held-out Avg. Pass ~40%, bench/RESULTS.md):
+# room to improve, and mixed rewards within a prompt.
 CORRECT_SHARE = 0.2
 PER_PROBLEM = 4
 
