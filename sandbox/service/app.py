@@ -198,4 +198,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
 
     app.router.add_route("/health", health, methods=["GET"])
     app.router.add_route("/grade", grade_endpoint, methods=["POST"])
+    from .fusion import router as fusion_router  # SandboxFusion's protocol on the same pool
+
+    app.include_router(fusion_router)
     return app
