@@ -125,7 +125,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         state.limiter = anyio.CapacityLimiter(MAX_REQUEST_THREADS)
         yield
 
-    app = FastAPI(title="sandbox", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="sandbox", lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.sandbox = state
 
     @app.middleware("http")

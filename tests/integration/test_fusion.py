@@ -137,3 +137,24 @@ def test_datasets_prompts_and_submit(sf, endpoint, shared_data) -> None:
                                                              completion=wrong["completion"], config=config),
                                             endpoint=endpoint, max_attempts=1))
     assert not again.accepted and any(not t.passed and t.test_info["verdict"] == "wrong_answer" for t in again.tests)
+
+
+def test_openapi_validates_and_docs_render() -> None:
+    """In process (process backend): the schema validates as OpenAPI 3 and /docs serves Swagger UI for it."""
+    import httpx
+
+    from sandbox.pool import Pool
+    from sandbox.service import BackgroundServer, create_app
+
+    try:
+        from openapi_spec_validator import validate
+    except ImportError:
+        missing("openapi-spec-validator is not installed (pip install -e .[dev])")
+    with Pool("process", workers=1) as pool, BackgroundServer(create_app(pool)) as server:
+        schema = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+        docs = httpx.get(f"{server.url}/docs", timeout=30)
+    validate(schema)
+    assert schema["openapi"].startswith("3.")
+    assert {"/run_code", "/submit", "/get_prompts", "/get_prompt_by_id", "/list_ids", "/list_datasets"} <= set(schema["paths"])
+    assert "RunCodeRequest" in schema["components"]["schemas"] and "EvalResult" in schema["components"]["schemas"]
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
