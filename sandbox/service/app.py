@@ -215,7 +215,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
         state.limiter = anyio.CapacityLimiter(MAX_REQUEST_THREADS)
         yield
 
-    app = FastAPI(title="sandbox", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="sandbox", lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.sandbox = state
     app.add_middleware(_Authenticate, token=state.token)
 
@@ -325,4 +325,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
 
     app.router.add_route("/health", health, methods=["GET"])
     app.router.add_route("/grade", grade_endpoint, methods=["POST"])
+    from .fusion import router as fusion_router  # SandboxFusion's protocol on the same pool
+
+    app.include_router(fusion_router)
     return app
