@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .problem import GradeResult, Problem
+from .rundir import dumps
 
 TOKEN_ENV = "SANDBOX_TOKEN"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}")
@@ -200,7 +201,7 @@ class SandboxClient:
             headers["Authorization"] = f"Bearer {token}"
         body = None
         if payload is not None:
-            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            body = dumps(payload).encode("utf-8")  # a lone surrogate in a completion is escaped, not a crash
             headers["Content-Type"] = "application/json"
         self._count("requests")
         status, response_headers, content = self._transport.request(method, url + path, body, headers)
