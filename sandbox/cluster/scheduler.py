@@ -41,6 +41,14 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=SCHEDULER_TIMEOUT_S, check=False)
 
 
+def batch_python(*, use_srun: bool = False) -> str:
+    """The interpreter line of a submitit batch script. Without srun the batch shell would run
+    python as a child: `exec` makes python the job's main process, so scancel's and the time
+    limit's SIGTERM reach it (the shell would die and leave python orphaned, outside SLURM's
+    accounting under proctrack/linuxproc). With srun, srun itself forwards the signals."""
+    return shlex.quote(sys.executable) if use_srun else "exec " + shlex.quote(sys.executable)
+
+
 def slurm_executor(folder: Path, setup: list[str], *, time_min: float, cpus: int, job_name: str, partition: str | None,
                    additional: Mapping[str, Any] | None) -> Any:
     """A submitit SlurmExecutor whose batch script `exec`s the interpreter. Otherwise, with
@@ -54,7 +62,7 @@ def slurm_executor(folder: Path, setup: list[str], *, time_min: float, cpus: int
             "--executor slurm needs SLURM's sbatch, squeue and sacct on PATH (and SLURM_CONF if the cluster needs it); "
             "use --executor local on a machine without SLURM"
         )
-    executor = submitit.SlurmExecutor(folder=folder, python="exec " + shlex.quote(sys.executable))
+    executor = submitit.SlurmExecutor(folder=folder, python=batch_python())
     params: dict[str, Any] = {"time": max(1, round(time_min)), "cpus_per_task": cpus, "job_name": job_name,
                               "use_srun": False, "setup": setup, "signal_delay_s": 30}
     if partition:
