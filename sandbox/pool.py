@@ -7,7 +7,8 @@ cancellation of queued and running work.
         pool.cancel(futures)                                       # one request's work, queued or running
 
 Started once (by `start`, `with`, or the first submit), the pool keeps one thread per worker
-(`sandbox.worker.Worker`: one judge process) taking jobs from one FIFO queue. Thread-safe by
+(`sandbox.worker.Worker`: one judge process) taking jobs from one queue, in turn over clients and
+requests (`sandbox.fair`: a flood from one client does not starve another's small request). Thread-safe by
 contract: any number of threads may submit, map and cancel at once (a server's requests, a
 reward function called from several threads) and share the warm judges.
 
@@ -33,6 +34,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
+from . import fair
 from .backends import Backend, get_backend
 from .problem import GradeResult, Granularity, Problem, TestResult, Verdict
 from .worker import Worker, WorkerError
@@ -76,7 +78,7 @@ class Pool:
         self.judged = 0  # items graded by a judge (results set)
         self._cond = threading.Condition()
         self._start_lock = threading.Lock()
-        self._queue: collections.deque[tuple[Job, Future[GradeResult]]] = collections.deque()
+        self._queue: fair.FairQueue[tuple[Job, Future[GradeResult]]] = fair.FairQueue()  # round robin over clients and requests
         self._running: dict[Future[GradeResult], Worker] = {}
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -145,8 +147,7 @@ class Pool:
         with self._start_lock:
             with self._cond:
                 self._closing = True
-                queued = [future for _, future in self._queue]
-                self._queue.clear()
+                queued = [future for _, future in self._queue.drain()]
                 running = list(self._running)
                 self._cond.notify_all()
             for future in queued + running:
@@ -162,15 +163,23 @@ class Pool:
     # -- the executor -------------------------------------------------------------------------
 
     def submit(self, job: Job) -> Future[GradeResult]:
-        """Queue one job; its future holds the GradeResult (cancel it to drop or stop the work)."""
+        """Queue one job; its future holds the GradeResult (cancel it to drop or stop the work).
+        Under an active `sandbox.fair.Ticket` the job takes its turn with that ticket's client and
+        request, and the ticket's `cancel` cancels it."""
         self.start()
         future: Future[GradeResult] = Future()
         future.add_done_callback(self._on_done)
+        ticket = fair.current()
         with self._cond:
             if self._closing:
                 raise RuntimeError("the pool is closed")
-            self._queue.append((job, future))
+            if ticket is None:
+                self._queue.put((job, future))
+            else:
+                self._queue.put((job, future), ticket.group, ticket.request)
             self._cond.notify()
+        if ticket is not None:
+            ticket.track(future)
         return future
 
     def map(self, jobs: Iterable[Job], total: int | None = None) -> Generator[GradeResult, None, None]:
@@ -222,7 +231,7 @@ class Pool:
                     self._cond.wait()
                 if self._closing:
                     return
-                job, future = self._queue.popleft()
+                job, future = self._queue.pop()
                 if future.done():  # cancelled while queued
                     continue
                 self._running[future] = worker

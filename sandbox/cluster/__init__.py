@@ -19,9 +19,9 @@ partition, time) may change between runs (the shard layout of the first run is k
 """
 
 from .driver import Executor, grade_distributed
-from .layout import ClusterError, RunDir, fingerprint
+from .layout import ClusterError, RunDir, inputs_fingerprint
 from .scheduler import slurm_states
 from .task import ShardInterrupted, grade_shard, task_workers
 
-__all__ = ["ClusterError", "Executor", "RunDir", "ShardInterrupted", "fingerprint", "grade_distributed", "grade_shard",
+__all__ = ["ClusterError", "Executor", "RunDir", "ShardInterrupted", "grade_distributed", "inputs_fingerprint", "grade_shard",
            "slurm_states", "task_workers"]

@@ -26,7 +26,7 @@ from typing import Any
 from ..api import CompletionsLike, ProblemsLike, as_problems, completion_rows, job_for_row
 from ..problem import ExecutorKind, Extraction, GradeResult, Granularity, Limits, Problem, Verdict
 from ..rundir import LockedError, lock, write_jsonl
-from .layout import ClusterError, Rows, RunDir, fingerprint, prepare, shard_indices
+from .layout import ClusterError, Rows, RunDir, inputs_fingerprint, prepare, shard_indices
 from .scheduler import (
     ALIVE_STATES,
     ENDED_STATES,
@@ -404,7 +404,7 @@ def grade_distributed(
         table = {k: p.with_limits(limits) for k, p in table.items()}
     rows = list(completion_rows(completions))
     options = {"backend": backend, "granularity": granularity, "extract": extract}
-    fp = fingerprint(table, rows, options)
+    fp = inputs_fingerprint(table, rows, options)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(lock(run.root, "driver"))

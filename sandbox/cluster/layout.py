@@ -154,8 +154,8 @@ class RunDir:
 Rows = list[tuple[int, Mapping[str, Any] | RowError]]
 
 
-def fingerprint(table: Mapping[str, Problem], rows: Rows, options: Mapping[str, Any]) -> str:
-    """The fingerprint of the problems, the completions rows and the options that change results."""
+def inputs_fingerprint(table: Mapping[str, Problem], rows: Rows, options: Mapping[str, Any]) -> str:
+    """The fingerprint (sandbox.rundir.Hasher) of the problems, the completions rows and the options that change results."""
     hasher = Hasher().add({"format": FORMAT, "kind": KIND, "options": dict(options)})
     for task_id in sorted(table):
         hasher.add(["P", table[task_id].to_dict()])

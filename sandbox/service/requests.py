@@ -67,9 +67,8 @@ def parse_grade_request(payload: Any, preloaded: Mapping[str, Problem]) -> tuple
         inline = _load_problem_rows(problems, "problems")
     completions = payload.get("completions")
     if not isinstance(completions, list):
-        raise RequestError(
-            "'completions' must be a list of rows {'task_id', 'code' | 'completion'} (or of strings with 'task_ids')"
-        )
+        raise RequestError("'completions' must be a list of rows {'task_id', 'code' | 'completion'} "
+                           "(or of strings with 'task_ids')")
     task_ids = payload.get("task_ids")
     rows: list[Any] = []
     if task_ids is not None:
@@ -81,9 +80,8 @@ def parse_grade_request(payload: Any, preloaded: Mapping[str, Problem]) -> tuple
             elif isinstance(completion, dict):
                 rows.append({"task_id": task_id, **completion})
             else:
-                raise RequestError(
-                    f"completions[{i}] must be a string (the model's answer) or an object, got {type(completion).__name__}"
-                )
+                raise RequestError(f"completions[{i}] must be a string (the model's answer) or an object, "
+                                   f"got {type(completion).__name__}")
     else:
         rows = list(completions)
     for i, row in enumerate(rows):
@@ -95,10 +93,8 @@ def parse_grade_request(payload: Any, preloaded: Mapping[str, Problem]) -> tuple
         if task_id is not None and str(task_id) != problem.task_id:
             raise RequestError(f"completions[{i}]: task_id {task_id!r} differs from its problem's task_id {problem.task_id!r}")
         if problem.task_id in inline and inline[problem.task_id] != problem:
-            raise RequestError(
-                f"completions[{i}]: two different problems with task_id {problem.task_id!r} in one request; give them distinct "
-                "task_ids"
-            )
+            raise RequestError(f"completions[{i}]: two different problems with task_id {problem.task_id!r} in one request; "
+                               "give them distinct task_ids")
         inline[problem.task_id] = problem
         rows[i] = {k: v for k, v in row.items() if k != "problem"} | {"task_id": problem.task_id}
     table.update(inline)
@@ -123,3 +119,13 @@ def renumber(results: list[GradeResult], offset: int) -> list[GradeResult]:
             result = dataclasses.replace(result, error=f"completions row {i + 1 + offset}" + result.error[len(prefix):])
         out.append(result)
     return out
+
+
+def has_inline_problems(payload: Any) -> bool:
+    """Whether a /grade body carries problems of its own (a 'problems' list or a row's 'problem')."""
+    if not isinstance(payload, dict):
+        return False
+    if payload.get("problems"):
+        return True
+    rows = payload.get("completions")
+    return isinstance(rows, list) and any(isinstance(row, dict) and row.get("problem") is not None for row in rows)

@@ -15,9 +15,14 @@ from typing import Any
 from ..pool import Pool
 from ..problem import Limits, Problem
 from .address import read_address_file, write_address_file
-from .app import DEFAULT_MAX_PENDING, TOKEN_ENV, check_binding, create_app
+from .app import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_PENDING, TOKEN_ENV, check_binding, create_app
 
 log = logging.getLogger("sandbox.service")
+
+DEFAULT_MAX_CONNECTIONS = 2048  # open connections; requests beyond get 503 (uvicorn's limit_concurrency)
+HEADER_TIMEOUT_S = 10.0  # a connection that has not sent a whole request head by then is closed
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
+MAX_HEAD_BYTES = 64 << 10  # request line + headers (h11's max incomplete event size)
 
 
 def load_problem_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Problem]:
@@ -50,7 +55,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:
         sock.bind(address)
-        sock.listen(512)
+        sock.listen(4096)
     except OSError:
         sock.close()
         raise
@@ -69,9 +74,64 @@ def advertised_address(host: str, sock: socket.socket) -> str:
     return f"{name}:{port}"
 
 
-def _uvicorn_server(
-    app: Any, log_level: str, on_started: Callable[[], None] | None, on_stopped: Callable[[], None] | None = None
-) -> Any:
+def _header_timeout_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol, closing a connection that has not sent a whole request head within
+    `timeout_s` of connecting (or of its last response): half-open and slow-header connections
+    cannot pile up and hold the server's file descriptors (uvicorn has no such timeout itself)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _head_timer: Any = None
+
+        def _arm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(timeout_s, self._head_timeout)
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete) \
+                    and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+    return HeaderTimeoutProtocol
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (connections are file
+    descriptors; the usual soft 1024 is exhausted by a thousand idle clients); returns it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _uvicorn_server(app: Any, log_level: str, on_started: Callable[[], None] | None,
+                    on_stopped: Callable[[], None] | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                    header_timeout_s: float = HEADER_TIMEOUT_S) -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -87,7 +147,9 @@ def _uvicorn_server(
             if on_stopped is not None:
                 on_stopped()
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="on")
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=10, lifespan="on",
+                            http=_header_timeout_protocol(header_timeout_s), limit_concurrency=max_connections,
+                            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     return _Server(config)
 
 
@@ -104,10 +166,17 @@ def serve(
     log_level: str = "info",
     limits: Limits | None = None,
     announce: Callable[[str], None] | None = None,
+    allow_inline_problems: bool = False,
+    max_body_mb: int = DEFAULT_MAX_BODY_MB,
+    request_timeout_s: float | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM (what `sandbox serve` and its
     SLURM job run). The address file is written once the pool is warm and the socket listens,
-    and removed again on a clean exit."""
+    and removed again on a clean exit. `allow_inline_problems`, `max_body_mb`, `request_timeout_s`:
+    see `create_app`; `max_connections`, `header_timeout_s`: connection limits (see the README's
+    trust model)."""
     token = token or os.environ.get(TOKEN_ENV) or None
     check_binding(host, token)
     table: dict[str, Problem] = {}
@@ -117,6 +186,8 @@ def serve(
         table = load_problem_files([problems])
     elif problems is not None:
         table = load_problem_files(problems)
+    if raise_open_files_limit() < max_connections + 64:
+        log.warning("the open-files limit is below --max-connections + 64: connections beyond it are refused by the kernel")
     sock = bind_socket(host, port)
     address = advertised_address(host, sock)
     pool = Pool(backend, workers=workers)
@@ -142,8 +213,10 @@ def serve(
 
     try:
         pool.start()
-        app = create_app(pool, table, token, max_pending or max(DEFAULT_MAX_PENDING, pool.size * 64), limits)
-        _uvicorn_server(app, log_level, started, stopped).run(sockets=[sock])
+        app = create_app(pool, table, token, max_pending or max(DEFAULT_MAX_PENDING, pool.size * 64), limits,
+                         allow_inline_problems=allow_inline_problems, max_body_bytes=max_body_mb << 20,
+                         request_timeout_s=request_timeout_s)
+        _uvicorn_server(app, log_level, started, stopped, max_connections, header_timeout_s).run(sockets=[sock])
     finally:
         sock.close()
         stopped()

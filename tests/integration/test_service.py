@@ -120,7 +120,7 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
     from sandbox.client import SandboxClient
     from sandbox.service import create_app
 
-    server = background(create_app(pool, problems, max_pending=77))
+    server = background(create_app(pool, problems, max_pending=77, allow_inline_problems=True))
     try:
         health = httpx.get(f"{server.url}/health", timeout=10).json()
         assert health["ok"] is True
@@ -162,7 +162,7 @@ def test_eight_concurrent_clients_match_local_grading(pool, problems, fast_rows,
 
     rows = fast_rows + [slow_row(0.0), slow_row(0.0, wrong=True)]
     assert len(expected) == len(rows)
-    server = background(create_app(pool, problems))
+    server = background(create_app(pool, problems, allow_inline_problems=True))
     outcomes: dict[int, object] = {}
 
     def work(k: int) -> None:
@@ -205,7 +205,7 @@ def test_backpressure_503_then_retries_complete(pool, problems, fast_rows, expec
     from sandbox.client import SandboxClient
     from sandbox.service import create_app
 
-    server = background(create_app(pool, problems, max_pending=2))
+    server = background(create_app(pool, problems, max_pending=2, allow_inline_problems=True))
     try:
         slow = {"problems": [SLOW.to_dict()], "completions": [slow_row(1.5), slow_row(1.5)]}
         holder = threading.Thread(target=lambda: httpx.post(f"{server.url}/grade", json=slow, timeout=60))
@@ -323,7 +323,8 @@ def start_server(
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 -- kept open for the process
     process = subprocess.Popen(
         [sys.executable, "-W", "ignore", "-m", "sandbox.cli", "serve", "--backend", backend, "--workers", "1",
-         "--problems", str(PROBLEMS), "--address-file", str(address), "--log-level", "warning", *extra],
+         "--problems", str(PROBLEMS), "--address-file", str(address), "--log-level", "warning",
+         "--allow-inline-problems", *extra],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 90
@@ -595,14 +596,14 @@ def test_reward_through_a_client(pool, problems, demo_rows) -> None:
     rows = [r for r in demo_rows if r["expected_verdict"] != "timeout"]
     texts, columns = trl_columns(rows)
     wanted = [r["expected_pass_rate"] for r in rows]
-    server = background(create_app(pool, problems))
+    server = background(create_app(pool, problems, allow_inline_problems=True))
     try:
         client = SandboxClient(server.url, batch_size=5)
         preloaded = SandboxReward(client=client)  # task_ids resolved by the server
         assert preloaded(prompts=None, completions=texts, **columns) == pytest.approx(wanted, abs=1e-5)
         assert preloaded(prompts=None, completions=chat(texts), **columns) == pytest.approx(wanted, abs=1e-5)
         # Problems held by the reward and sent inline; an empty server table.
-        bare = background(create_app(pool))
+        bare = background(create_app(pool, allow_inline_problems=True))
         try:
             inline = SandboxReward(PROBLEMS, client=SandboxClient(bare.url, batch_size=7))
             assert inline(prompts=None, completions=chat(texts), **columns) == pytest.approx(wanted, abs=1e-5)
@@ -610,4 +611,92 @@ def test_reward_through_a_client(pool, problems, demo_rows) -> None:
         finally:
             bare.stop()
     finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Fairness and cancellation (issue 12)
+
+# One test that takes as long as its code sleeps (up to 60 s): a stand-in for a looping solution.
+SLEEPY = Problem(
+    task_id="sleepy",
+    prompt="",
+    entry_point="f",
+    tests=(Test("function", "assert candidate() == 1"),),
+    limits=Limits(cpu_s=60, wall_s=60, solution_s=90),
+)
+
+
+def sleepy_row(delay: float) -> dict:
+    return {"task_id": SLEEPY.task_id, "code": f"import time\ntime.sleep({delay})\ndef f():\n    return 1\n"}
+
+
+def timed_grade(url: str, rows: list[dict], **headers: str) -> tuple[float, list[GradeResult]]:
+    import httpx
+
+    start = time.monotonic()
+    response = httpx.post(f"{url}/grade", json={"completions": rows}, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    return time.monotonic() - start, [GradeResult.from_dict(r) for r in response.json()["results"]]
+
+
+def test_disconnected_client_work_stops_and_next_request_is_prompt(pool, problems, fast_rows, expected) -> None:
+    """A client whose request loops gives up after 2 s (its timeout closes the connection): the
+    server cancels its queued and running work, the judges go idle within 1 s, and the next
+    request is graded at the latency it had before."""
+    import httpx
+
+    from sandbox.service import create_app
+
+    server = background(create_app(pool, {**problems.problems, SLEEPY.task_id: SLEEPY}))
+    try:
+        baseline, got = timed_grade(server.url, fast_rows[:4])
+        assert_same(got, expected[:4], exact=True)
+        restarts = pool.restarts
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/grade", json={"completions": [sleepy_row(50)] * 6}, timeout=httpx.Timeout(2.0, connect=10))
+        gone = time.monotonic()
+        assert pool.running == 2, "both judges should have been grading the looping rows"
+        while pool.pending:
+            assert time.monotonic() - gone < 1.0, f"work of a disconnected client still there: {pool.pending} items"
+            time.sleep(0.01)
+        idle = time.monotonic() - gone
+        latency, got = timed_grade(server.url, fast_rows[:4])
+        assert_same(got, expected[:4], exact=True)
+        assert latency < baseline * 3 + 1.0, f"next request took {latency:.2f} s (before: {baseline:.2f} s)"
+        health = httpx.get(f"{server.url}/health", timeout=10).json()
+        assert health["pending"] == 0 and health["cancelled"] == 1 and health["running"] == 0
+        assert pool.restarts == restarts  # cancelled judges are replaced, not counted as failures
+        print(f"judges idle {idle:.3f} s after the disconnect; next request {latency:.2f} s (before {baseline:.2f} s)")
+    finally:
+        server.stop()
+
+
+def test_flood_from_one_client_does_not_starve_another(pool, problems, fast_rows, expected) -> None:
+    """One client floods the server with 3 requests of 8 rows that each take 2 s; another's small
+    request, sent after the flood, waits at most about one item per worker (2 s), not for the
+    flood (first in, first out it would wait ~24 s for the 24 items submitted ahead of it)."""
+    from sandbox.service import create_app
+
+    server = background(create_app(pool, {**problems.problems, SLEEPY.task_id: SLEEPY}))
+    flood: list[threading.Thread] = []
+    try:
+        baseline, _ = timed_grade(server.url, fast_rows[:2])
+        for _ in range(3):
+            t = threading.Thread(target=timed_grade, args=(server.url, [sleepy_row(2.0)] * 8), kwargs={"x-sandbox-client": "flood"})
+            t.start()
+            flood.append(t)
+        deadline = time.monotonic() + 20
+        while pool.pending < 16:
+            assert time.monotonic() < deadline, f"the flood never queued up: {pool.pending}"
+            time.sleep(0.02)
+        latency, got = timed_grade(server.url, fast_rows[:2], **{"x-sandbox-client": "honest"})
+        assert_same(got, expected[:2], exact=True)
+        queued = pool.pending
+        assert latency < baseline + 3.5, f"the honest request took {latency:.2f} s behind the flood (alone: {baseline:.2f} s)"
+        assert queued >= 8, f"the flood should still be queued when the honest request is done ({queued})"
+        print(f"honest request: {latency:.2f} s (alone {baseline:.2f} s) with {queued} flood items still pending")
+    finally:
+        for t in flood:
+            t.join(60)
         server.stop()
