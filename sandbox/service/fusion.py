@@ -18,7 +18,10 @@ one stdio test). The judge compares a program's stdout instead of returning it, 
 runs under a small driver (`DRIVER`) that captures its stdout, stderr, exit status and fetched
 files and writes them, as one base64 JSON line after a marker, to the judge's stderr, which the
 result returns. The driver runs inside the sandbox with the program: the program can only forge
-its own result.
+its own result. The job's problem carries no trusted code (no preamble, no test_setup, a stdio test
+the judge only compares), so unlike a request's inline problems it needs no private judges; the
+user's code is only ever the job's `code`, which runs on the untrusted side. Jobs go through the
+pool's fair queue under a ticket per client, as /grade's do.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from .. import fair
 from ..pool import Job
 from ..problem import GradeResult, Limits, Problem, Test, Verdict
 
@@ -256,6 +260,13 @@ def _state(request: Request) -> Any:
     return request.app.state.sandbox
 
 
+def _ticket(request: Request) -> fair.Ticket:
+    """The request's share of the pool, grouped by client as /grade's are (fair round robin)."""
+    from .app import CLIENT_HEADER
+
+    return fair.Ticket(group=request.headers.get(CLIENT_HEADER) or (request.client.host if request.client else ""))
+
+
 @router.post("/run_code", response_model=RunCodeResponse)
 async def run_code(body: RunCodeRequest, request: Request) -> RunCodeResponse:
     """Run a program with stdin on the warm pool (SandboxFusion's /run_code)."""
@@ -279,7 +290,9 @@ async def run_code(body: RunCodeRequest, request: Request) -> RunCodeResponse:
         raise HTTPException(503, f"busy: {state.pending} jobs pending (max {state.max_pending}); retry later",
                             headers={"Retry-After": "1"})
     try:
-        result = await asyncio.wrap_future(state.pool.submit(job))
+        with _ticket(request).active():
+            future = state.pool.submit(job)
+        result = await asyncio.wrap_future(future)
     except Exception as exc:  # a bug of ours, reported in the protocol's own way
         log.exception("run_code failed")
         return RunCodeResponse(status="SandboxError", message=f"running the code failed: {exc!r}")
@@ -385,9 +398,14 @@ async def submit(body: SubmitRequest, request: Request) -> EvalResult:
     code = completion_code(dict(row), "auto", problem.prompt, str(problem.metadata.get("source_format", "")))
     if not state.admit(1):
         raise HTTPException(503, "busy; retry later", headers={"Retry-After": "1"})
+    ticket = _ticket(request)
+
+    def work() -> list[GradeResult]:
+        with ticket.active():
+            return grade({problem.task_id: problem}, [row], pool=state.pool, extract="auto")
+
     try:
-        (result,) = await anyio.to_thread.run_sync(
-            lambda: grade({problem.task_id: problem}, [row], pool=state.pool, extract="auto"), limiter=state.limiter)
+        (result,) = await anyio.to_thread.run_sync(work, limiter=state.limiter)
     finally:
         state.release(1, 1)
     return eval_result(body.id, code, result, problem)

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from ..conftest import backend_or_fail, missing
+from ..conftest import REPO, backend_or_fail, missing
 from .test_service import COMPLETIONS, PROBLEMS, start_server
 
 APPS = "apps/mapcoder_apps_selected150.jsonl"
@@ -158,3 +158,18 @@ def test_openapi_validates_and_docs_render() -> None:
     assert {"/run_code", "/submit", "/get_prompts", "/get_prompt_by_id", "/list_ids", "/list_datasets"} <= set(schema["paths"])
     assert "RunCodeRequest" in schema["components"]["schemas"] and "EvalResult" in schema["components"]["schemas"]
     assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
+
+
+def test_run_code_is_isolated(sf, endpoint) -> None:
+    """A /run_code program cannot reach the server that runs it (no network) nor this machine's files."""
+    host, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    probe = (
+        "import os, socket\n"
+        f"s = socket.socket()\ns.settimeout(1)\ntry:\n    s.connect(({host!r}, {port}))\n    print('connected')\n"
+        "except OSError as e:\n    print('no network', type(e).__name__)\n"
+        f"print('repo visible' if os.path.exists({str(REPO / 'pyproject.toml')!r}) else 'no repo')\n"
+    )
+    result = run(sf, endpoint, probe)
+    assert result.status == "Success", result
+    assert result.run_result.stdout.splitlines()[0].startswith("no network")
+    assert result.run_result.stdout.splitlines()[1] == "no repo"
