@@ -185,13 +185,15 @@ def _qrpo_run(src, files, fetch, cap, marker):
             stream.flush()
         except BaseException:
             code = code or 1
-    got = {}
+    got, budget = {}, cap
     for path in fetch:
         try:
             with open(path, "rb") as f:
-                got[path] = _b.b64encode(f.read(cap)).decode()
+                data = f.read(budget)
         except OSError:
-            pass
+            continue
+        got[path] = _b.b64encode(data).decode()
+        budget -= len(data)
     frame = {"code": code, "time": elapsed, "files": got,
              "stdout": _b.b64encode(_o.pread(out, cap, 0)).decode(), "stderr": _b.b64encode(_o.pread(err, cap, 0)).decode()}
     _o.write(report, (marker + _j.dumps(frame) + "\n").encode())
@@ -240,6 +242,9 @@ def run_response(result: GradeResult) -> RunCodeResponse:
     if test.verdict is Verdict.SANDBOX_ERROR:
         return RunCodeResponse(status="SandboxError", message=test.detail or result.error)
     frame = parse_frame(result.stderr)
+    if frame is None and test.verdict is Verdict.PASSED:  # exited 0, yet no readable report: ours to explain
+        return RunCodeResponse(status="SandboxError", message="the program's report was lost (output beyond the server's "
+                                                               "output_kb excerpt?)")
     if frame is None:  # the program never got back to the driver: killed by a limit or a signal
         timed_out = test.verdict is Verdict.TIMEOUT
         run = CommandRunResult(

@@ -173,3 +173,16 @@ def test_run_code_is_isolated(sf, endpoint) -> None:
     assert result.status == "Success", result
     assert result.run_result.stdout.splitlines()[0].startswith("no network")
     assert result.run_result.stdout.splitlines()[1] == "no repo"
+
+
+def test_run_code_large_output_is_capped(sf, endpoint) -> None:
+    """Output beyond the server's excerpt comes back truncated, never as a broken report."""
+    import requests
+
+    code = "import sys\nsys.stdout.write('x' * 200000)\nopen('big', 'w').write('y' * 200000)\n"
+    reply = requests.post(f"{endpoint}/run_code", json={"code": code, "language": "python", "fetch_files": ["big"]},
+                          timeout=60).json()
+    assert reply["status"] == "Success", reply
+    out = reply["run_result"]["stdout"]
+    assert 1000 < len(out) < 200000 and set(out) == {"x"}
+    assert 0 < len(base64.b64decode(reply["files"]["big"])) < 200000
