@@ -683,7 +683,8 @@ def test_flood_from_one_client_does_not_starve_another(pool, problems, fast_rows
     try:
         baseline, _ = timed_grade(server.url, fast_rows[:2])
         for _ in range(3):
-            t = threading.Thread(target=timed_grade, args=(server.url, [sleepy_row(2.0)] * 8), kwargs={"x-sandbox-client": "flood"})
+            t = threading.Thread(target=timed_grade, args=(server.url, [sleepy_row(2.0)] * 8),
+                                 kwargs={"x-sandbox-client": "flood"})
             t.start()
             flood.append(t)
         deadline = time.monotonic() + 20
