@@ -20,6 +20,14 @@ and the code graded is the first such block (`policy="first"`, the default). The
   any indentation common to all lines (`textwrap.dedent`): code inside a list item is still
   code. Blank lines at the start and end of a block are dropped; the result ends with a newline.
 - No usable block gives None; the caller reports the verdict `no_code`.
+
+Conventions other than the paper's (`completion_code`'s `policy`):
+- `continuation`: the completion continues the prompt (human-eval, evalplus `completion`: a
+  function body, no fence); the code graded is `prompt + completion`.
+- `full`: the completion is the whole program, as is (no fence expected).
+- `auto` (the default): a fenced python block if there is one (`first`); otherwise the
+  dataset format's convention: `continuation` for HumanEval / HumanEval+, none for the others.
+A row's `code` field (or evalplus's `solution`) is always the program, graded as is.
 """
 
 from __future__ import annotations
@@ -27,10 +35,15 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
-Policy = Literal["first", "last", "longest"]
-POLICIES: tuple[str, ...] = ("first", "last", "longest")
+from .problem import Extraction
+
+Policy = Extraction
+POLICIES: tuple[str, ...] = get_args(Extraction)
+FENCED: tuple[str, ...] = ("first", "last", "longest")
+# Formats whose published completions continue the prompt (human-eval, evalplus).
+CONTINUATION_FORMATS = frozenset({"humaneval", "humanevalplus"})
 PYTHON_TAGS = frozenset({"python", "py", "python3", "py3"})
 
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
@@ -89,8 +102,8 @@ def extract_code(text: str, policy: Policy = "first") -> str | None:
 
     `policy`: "first" (the paper's), "last" or "longest" python block; bare ``` blocks are
     considered only when there is no python-tagged block."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown extraction policy {policy!r}; use one of {list(POLICIES)}")
+    if policy not in FENCED:
+        raise ValueError(f"unknown extraction policy {policy!r}; use one of {list(FENCED)}")
     if not isinstance(text, str):
         raise TypeError(f"extract_code expects the model's text as a str, got {type(text).__name__}")
     blocks = [b for b in code_blocks(text) if b.code]
@@ -104,24 +117,57 @@ def extract_code(text: str, policy: Policy = "first") -> str | None:
     return max(candidates, key=lambda b: len(b.code)).code  # max keeps the first of equals
 
 
-def completion_code(row: dict[str, Any], policy: Policy = "first") -> str | None:
+def completion_code(row: dict[str, Any], policy: Policy = "auto", prompt: str = "", source_format: str = "") -> str | None:
     """The code to grade for one completions row.
 
-    A `code` field is the solution source, used as is; otherwise `completion` is the model's
-    raw text and the code is extracted from it (None: no code block, verdict `no_code`). A row
-    with neither raises ValueError."""
+    A `code` (or evalplus's `solution`) field is the solution source, used as is; otherwise
+    `completion` is the model's raw text, turned into code by `policy` (see the module
+    docstring; `prompt` and `source_format` are the problem's, for `continuation` and `auto`).
+    None: no code (verdict `no_code`). A row with none of these fields raises ValueError."""
     where = f" (task_id {row.get('task_id')!r})" if isinstance(row, dict) and row.get("task_id") is not None else ""
     if not isinstance(row, dict):  # ValueError like every other bad row, so callers catch one type
-        raise ValueError(f"a completions row must be an object with 'task_id' and 'code' or 'completion', got {type(row).__name__}")  # noqa: TRY004
-    if row.get("code") is not None:
-        if not isinstance(row["code"], str):
-            raise ValueError(f"completions row{where}: field 'code' must be a string of Python source, got {type(row['code']).__name__}")
-        return row["code"]
+        raise ValueError(
+            f"a completions row must be an object with 'task_id' and 'code' or 'completion', got {type(row).__name__}"
+        )  # noqa: TRY004
+    if policy not in POLICIES:
+        raise ValueError(f"unknown extraction policy {policy!r}; use one of {list(POLICIES)}")
+    for name in ("code", "solution"):
+        if row.get(name) is not None:
+            if not isinstance(row[name], str):
+                kind = type(row[name]).__name__
+                raise ValueError(f"completions row{where}: field {name!r} must be a string of Python source, got {kind}")
+            return row[name]
     if row.get("completion") is not None:
-        if not isinstance(row["completion"], str):
-            raise ValueError(f"completions row{where}: field 'completion' must be the model's text as a string, got {type(row['completion']).__name__}")
-        return extract_code(row["completion"], policy)
+        text = row["completion"]
+        if not isinstance(text, str):
+            kind = type(text).__name__
+            raise ValueError(f"completions row{where}: field 'completion' must be the model's text as a string, got {kind}")
+        if policy == "auto":
+            code = extract_code(text, "first")
+            if code is not None or source_format not in CONTINUATION_FORMATS:
+                return code
+            policy = "continuation"
+        if policy == "continuation":
+            return prompt + text if text.strip() else None
+        if policy == "full":
+            return text if text.strip() else None
+        return extract_code(text, policy)
     raise ValueError(
         f"completions row{where} has neither 'code' nor 'completion'; add 'code' (solution source, graded as is) "
         "or 'completion' (the model's raw answer, from which the ```python block is extracted)"
     )
+
+
+def no_code_hint(no_code: int, total: int, policy: str, source_formats: set[str]) -> str:
+    """A warning when more than 10% of a batch has no code, naming the likely fix; else ""."""
+    if not total or no_code <= 0.1 * total:
+        return ""
+    share = f"{no_code} of {total} completions ({no_code / total:.0%}) have no code under --extract {policy}"
+    if source_formats & CONTINUATION_FORMATS and policy != "continuation":
+        fix = "completions that continue the prompt (human-eval style) need --extract continuation"
+    elif policy in FENCED or policy == "auto":
+        fix = ("the completions may be bare programs without a ```python fence: try --extract full "
+               "(or --extract continuation if they continue the prompt)")
+    else:
+        fix = "check that the 'completion' field holds the model's answer"
+    return f"warning: {share}; {fix}"

@@ -22,8 +22,8 @@ at a bad row: invalid JSON, invalid UTF-8, a missing field, test code that does 
 duplicate task_id each become a `RowError` (row number, task_id if known, field, a message that
 names the fix) and the remaining rows still load.
 
-Format detection is per row, in registration order (native first, then leetcode, humaneval,
-mbpp, stdio); the built-in detectors are also mutually exclusive on the supported datasets.
+Format detection is per row, in registration order (native first, then humanevalplus,
+mbppplus, leetcode, humaneval, mbpp, stdio); the built-in detectors are also mutually exclusive on the supported datasets.
 A row that no adapter recognises is converted by the file's dominant format, so a LeetCode row
 that lost its `test` field is reported as "missing field 'test'" rather than "unknown format";
 only when no row of the input is recognised does every row get an "unknown format" error.
@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sandbox.problem import Problem, Test
 
@@ -49,6 +49,8 @@ __all__ = [
     "FieldError",
     "LoadedProblems",
     "RowError",
+    "TEST_SETS",
+    "TestSet",
     "Skipped",
     "UnknownFormatError",
     "check_python",
@@ -56,11 +58,17 @@ __all__ = [
     "function_tests",
     "get_adapter",
     "known_formats",
+    "load_adapter",
+    "load_entry_points",
     "load_problems",
     "read_jsonl",
     "register",
     "require",
 ]
+
+
+TestSet = Literal["base", "plus"]
+TEST_SETS: tuple[str, ...] = ("base", "plus")
 
 
 class FieldError(ValueError):
@@ -199,7 +207,57 @@ def register(adapter: Adapter | type[Adapter], *, first: bool = False, replace: 
     return adapter
 
 
+ENTRY_POINT_GROUP = "qrpo.datasets"
+_entry_points_loaded = False
+
+
+def load_adapter(spec: str) -> Adapter:
+    """Import and register a user's adapter given as "module:Name" (a class or an instance).
+
+    The module is imported by name (it must be on sys.path, e.g. an installed package or the
+    working directory); its adapter replaces a registered one of the same name."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UnknownFormatError(f"--adapter {spec!r}: give it as module:Name, e.g. my_datasets:MyFormat")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownFormatError(f"--adapter {spec!r}: cannot load it ({type(exc).__name__}: {exc}); "
+                                 "check the module is importable (installed, or on PYTHONPATH) and defines that name") from None
+    instance = obj() if isinstance(obj, type) else obj
+    if not isinstance(instance, Adapter):
+        raise UnknownFormatError(f"--adapter {spec!r} is a {type(instance).__name__}, not a sandbox.datasets.Adapter subclass")
+    register(instance, replace=True)
+    return instance
+
+
+def load_entry_points() -> list[str]:
+    """Register the adapters that installed packages declare in the "qrpo.datasets" entry-point
+    group (`[project.entry-points."qrpo.datasets"] myformat = "my_pkg.formats:MyFormat"`);
+    once per process. Returns the names registered."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return []
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    names = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = point.load()
+            instance = obj() if isinstance(obj, type) else obj
+            if isinstance(instance, Adapter) and instance.name not in _REGISTRY:
+                register(instance)
+                names.append(instance.name)
+        except Exception:  # noqa: BLE001, S112 -- a broken third-party plugin must not break loading
+            continue
+    return names
+
+
 def known_formats() -> list[str]:
+    load_entry_points()
     return list(_REGISTRY)
 
 
@@ -211,6 +269,8 @@ def get_adapter(name: str | Adapter) -> Adapter:
     """The adapter registered under `name` (an Adapter instance is returned as is)."""
     if isinstance(name, Adapter):
         return name
+    if name not in _REGISTRY:
+        load_entry_points()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -281,9 +341,15 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
                     )
                     continue
                 if not isinstance(row, dict):
-                    yield lineno, RowError(
-                        lineno, None, None,
-                        f"expected a JSON object per line, got a JSON {type(row).__name__}; wrap the row in {{...}} with named fields",
+                    yield (
+                        lineno,
+                        RowError(
+                            lineno,
+                            None,
+                            None,
+                            f"expected a JSON object per line, got a JSON {type(row).__name__}; wrap the row in {{...}} with "
+                            "named fields",
+                        ),
                     )
                     continue
                 yield lineno, row
@@ -318,11 +384,19 @@ def _convert(adapter: Adapter, rowno: int, row: dict[str, Any]) -> Problem | Row
         name = exc.args[0] if exc.args else "?"
         return RowError(rowno, task_id, str(name), f"missing field {name!r}; add it to the row or drop the row", adapter.name)
     except SyntaxError as exc:
-        return RowError(rowno, task_id, None, f"code does not parse ({exc.msg}, line {exc.lineno}); fix the code in the row", adapter.name)
+        return RowError(
+            rowno, task_id, None, f"code does not parse ({exc.msg}, line {exc.lineno}); fix the code in the row", adapter.name
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         return RowError(rowno, task_id, None, f"{type(exc).__name__}: {exc}; fix the row or drop it", adapter.name)
     if not isinstance(problem, Problem):
-        return RowError(rowno, task_id, None, f"adapter {adapter.name!r} returned {type(problem).__name__}, not a Problem (a bug in the adapter)", adapter.name)
+        return RowError(
+            rowno,
+            task_id,
+            None,
+            f"adapter {adapter.name!r} returned {type(problem).__name__}, not a Problem (a bug in the adapter)",
+            adapter.name,
+        )
     if not problem.task_id:
         return RowError(rowno, task_id, "task_id", "empty task_id; give the row a non-empty task_id", adapter.name)
     if not problem.tests:
@@ -351,6 +425,7 @@ def load_problems(
     format: str | Adapter = "auto",
     max_tests: int | None = None,
     min_tests: int | None = None,
+    tests: TestSet = "plus",
 ) -> LoadedProblems:
     """Load problems from a JSONL / JSONL.gz file or an iterable of dict rows.
 
@@ -358,7 +433,11 @@ def load_problems(
     `max_tests` keeps the first k tests of each problem (the paper uses 100); `min_tests` drops
     problems with fewer tests than that before truncation, listing them in `skipped` (the paper
     uses 20). The first row with a given task_id wins; later ones become RowErrors.
+    `tests`: for datasets with base and plus tests (HumanEval+, MBPP+), "plus" keeps both
+    (evalplus's headline score) and "base" only the base tests; other datasets are unaffected.
     """
+    if tests not in TEST_SETS:
+        raise ValueError(f"tests must be one of {list(TEST_SETS)}, got {tests!r}")
     if max_tests is not None and (not isinstance(max_tests, int) or max_tests < 1):
         raise ValueError(f"max_tests must be a positive integer or None, got {max_tests!r}")
     if min_tests is not None and (not isinstance(min_tests, int) or min_tests < 0):
@@ -407,17 +486,29 @@ def load_problems(
             ))
             continue
         first_row[problem.task_id] = (rowno, row)
+        problem = _select_tests(problem, tests)
         total = len(problem.tests)
         if min_tests is not None and total < min_tests:
             result.skipped.append(Skipped(problem.task_id, rowno, f"{total} tests < min_tests={min_tests}"))
             continue
         if max_tests is not None and total > max_tests:
-            problem = dataclasses.replace(problem, tests=problem.tests[:max_tests], metadata={**problem.metadata, "total_tests": total})
+            problem = dataclasses.replace(
+                problem, tests=problem.tests[:max_tests], metadata={**problem.metadata, "total_tests": total}
+            )
         if "source_format" not in problem.metadata:
             problem = dataclasses.replace(problem, metadata={**problem.metadata, "source_format": adapter.name})
         result.problems[problem.task_id] = problem
         result.formats[adapter.name] = result.formats.get(adapter.name, 0) + 1
     return result
+
+
+def _select_tests(problem: Problem, tests: str) -> Problem:
+    """Base tests only, for a problem whose metadata says how many of its tests are base."""
+    info = problem.metadata.get("evalplus")
+    if tests == "plus" or not isinstance(info, dict) or not info.get("base"):
+        return problem
+    metadata = {**problem.metadata, "evalplus": {**info, "plus": 0}}
+    return dataclasses.replace(problem, tests=problem.tests[: info["base"]], metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,7 +535,9 @@ def check_python(source: str, field_name: str, mode: str = "exec") -> None:
     try:
         ast.parse(source, mode=mode)
     except SyntaxError as exc:
-        raise FieldError(field_name, f"{field_name!r} does not parse as Python ({exc.msg}, line {exc.lineno}); fix the code") from None
+        raise FieldError(
+            field_name, f"{field_name!r} does not parse as Python ({exc.msg}, line {exc.lineno}); fix the code"
+        ) from None
 
 
 def function_tests(source: str, field_name: str, candidate: str = "candidate") -> tuple[str, tuple[Test, ...], str]:
@@ -454,16 +547,20 @@ def function_tests(source: str, field_name: str, candidate: str = "candidate") -
     try:
         split = split_check(source, candidate=candidate)
     except SyntaxError as exc:
-        raise FieldError(field_name, f"test code in {field_name!r} does not parse ({exc.msg}, line {exc.lineno}); fix the test code") from None
+        raise FieldError(
+            field_name, f"test code in {field_name!r} does not parse ({exc.msg}, line {exc.lineno}); fix the test code"
+        ) from None
     except ValueError as exc:
-        raise FieldError(field_name, f"{exc}; the {field_name!r} field needs at least one assert that calls {candidate!r}") from None
+        raise FieldError(
+            field_name, f"{exc}; the {field_name!r} field needs at least one assert that calls {candidate!r}"
+        ) from None
     return split.setup, tuple(Test(kind="function", source=t) for t in split.tests), split.candidate
 
 
 # Built-in adapters register themselves on import. Detection order is fixed here, not by the
 # order of the imports: native first, so prepared datasets are never mistaken for their source.
-from sandbox.datasets import humaneval, leetcode, mbpp, native, stdio  # noqa: E402, F401
+from sandbox.datasets import evalplus, humaneval, leetcode, mbpp, native, stdio  # noqa: E402, F401
 
-for _name in ("native", "leetcode", "humaneval", "mbpp", "stdio"):
+for _name in ("native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "stdio"):
     _REGISTRY[_name] = _REGISTRY.pop(_name)
 del _name

@@ -36,7 +36,9 @@ def build_query(description: str, starter_code: str) -> str:
 
 class LeetCodeAdapter(Adapter):
     name = "leetcode"
-    description = "LeetCodeDataset v0.1-v0.3: 'task_id', 'prompt' (preamble), 'entry_point', 'test', 'completion', 'query' or 'meta'"
+    description = (
+        "LeetCodeDataset v0.1-v0.3: 'task_id', 'prompt' (preamble), 'entry_point', 'test', 'completion', 'query' or 'meta'"
+    )
 
     def detect(self, row: dict[str, Any]) -> bool:
         return (
@@ -55,7 +57,7 @@ class LeetCodeAdapter(Adapter):
         check_python(entry_point, "entry_point", mode="eval")
         setup, tests, candidate = function_tests(test, "test")
 
-        meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+        meta: dict[str, Any] = row["meta"] if isinstance(row.get("meta"), dict) else {}
 
         def pick(*names: str) -> Any:
             for name in names:
@@ -87,6 +89,8 @@ class LeetCodeAdapter(Adapter):
             metadata["starter_code"] = starter_code
         if isinstance(row.get("completion"), str) and row["completion"].strip():
             metadata["canonical_solution"] = row["completion"]
+        if isinstance(row.get("response"), str):  # the dataset's LLM answer: the QRPO paper's length filter counts it
+            metadata["response"] = row["response"]
         return Problem(
             task_id=task_id,
             prompt=query,

@@ -37,6 +37,7 @@ LC3 = DATA / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"
 LC2 = DATA / "leetcode" / "LeetCodeDataset-v0.2.0-train.jsonl.gz"
 HUMANEVAL = DATA / "humaneval" / "HumanEval.jsonl.gz"
 MBPP = DATA / "mbpp" / "MbppPlus-v0.2.0.jsonl.gz"
+HUMANEVAL_PLUS = DATA / "humaneval" / "HumanEvalPlus-v0.1.10.jsonl.gz"
 APPS = DATA / "apps" / "mapcoder_apps_selected150.jsonl"
 
 needs_data = pytest.mark.usefixtures("shared_data")  # skips locally without the data, fails where every test must run
@@ -102,15 +103,19 @@ def write_lines(path: Path, lines: list[bytes | str]) -> Path:
 @needs_data
 @pytest.mark.parametrize(
     "path,expected",
-    [(LC3, "leetcode"), (LC2, "leetcode"), (HUMANEVAL, "humaneval"), (MBPP, "mbpp"), (APPS, "stdio")],
-    ids=["leetcode-v0.3.1", "leetcode-v0.2.0", "humaneval", "mbpp+", "apps"],
+    [(LC3, "leetcode"), (LC2, "leetcode"), (HUMANEVAL, "humaneval"), (MBPP, "mbppplus"), (HUMANEVAL_PLUS, "humanevalplus"),
+     (APPS, "stdio")],
+    ids=["leetcode-v0.3.1", "leetcode-v0.2.0", "humaneval", "mbpp+", "humaneval+", "apps"],
 )
 def test_detects_each_file_and_detection_is_unambiguous(path, expected):
     rows = raw_rows(path)[:200]
     assert {detect_format(row) for row in rows} == {expected}
-    for row in rows:  # exactly one built-in adapter claims each row, whatever the order
+    # The evalplus releases are also valid rows of their base format (forced with format=...,
+    # it grades only the original asserts); otherwise exactly one built-in adapter claims a row.
+    base = {"mbppplus": ["mbpp"], "humanevalplus": ["humaneval"]}.get(expected, [])
+    for row in rows:
         claims = [name for name in known_formats() if get_adapter(name).detect(row)]
-        assert claims == [expected]
+        assert claims == [expected, *base]
 
 
 def test_native_rows_are_detected_before_the_others():
@@ -121,7 +126,7 @@ def test_native_rows_are_detected_before_the_others():
 
 
 def test_known_formats_in_priority_order():
-    assert known_formats()[:5] == ["native", "leetcode", "humaneval", "mbpp", "stdio"]
+    assert known_formats()[:7] == ["native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "stdio"]
 
 
 def test_detect_format_lists_known_formats_when_nothing_matches():
@@ -134,7 +139,7 @@ def test_detect_format_lists_known_formats_when_nothing_matches():
 
 
 def test_get_adapter_unknown_name():
-    with pytest.raises(UnknownFormatError, match="known formats: native, leetcode"):
+    with pytest.raises(UnknownFormatError, match="known formats: native, humanevalplus, mbppplus, leetcode"):
         get_adapter("leetcode-v9")
     with pytest.raises(UnknownFormatError):
         load_problems([leetcode_row()], format="leetcode-v9")
@@ -205,7 +210,7 @@ def test_humaneval():
 
 @needs_data
 def test_mbpp_plus():
-    loaded = load_problems(MBPP)
+    loaded = load_problems(MBPP, format="mbpp")  # the original asserts only; auto picks mbppplus
     assert len(loaded) == 378 and loaded.errors == [] and loaded.formats == {"mbpp": 378}
     problem = loaded["Mbpp/2"]
     assert problem.preamble == "" and problem.entry_point == "similar_elements"
@@ -270,11 +275,18 @@ def test_apps_call_based_as_stdio_option():
 def test_apps_original_format_call_based_and_stdio():
     rows = [
         {
-            "problem_id": 7, "question": "Add.", "starter_code": "class Solution:\n    def add(self, a, b):\n        ",
+            "problem_id": 7,
+            "question": "Add.",
+            "starter_code": "class Solution:\n    def add(self, a, b):\n        ",
             "input_output": json.dumps({"fn_name": "add", "inputs": [[1, 2], ["a", "b"]], "outputs": [[3], ["ab"]]}),
             "solutions": json.dumps(["class Solution:\n    def add(self, a, b):\n        return a + b\n"]),
         },
-        {"problem_id": 8, "question": "Echo.", "starter_code": "", "input_output": {"inputs": ["1\n", ["2", "3"]], "outputs": ["1\n", ["2", "3"]]}},
+        {
+            "problem_id": 8,
+            "question": "Echo.",
+            "starter_code": "",
+            "input_output": {"inputs": ["1\n", ["2", "3"]], "outputs": ["1\n", ["2", "3"]]},
+        },
         {"problem_id": 9, "question": "No tests.", "starter_code": "", "input_output": ""},
     ]
     loaded = load_problems(rows)
@@ -375,8 +387,13 @@ def test_rows_of_an_unknown_format(tmp_path):
 
 
 def test_mixed_formats_in_one_file():
-    he = {"task_id": "HE/1", "prompt": "def f(x):\n    '''x+1'''\n", "entry_point": "f", "canonical_solution": "    return x + 1\n",
-          "test": "def check(candidate):\n    assert candidate(1) == 2\n"}
+    he = {
+        "task_id": "HE/1",
+        "prompt": "def f(x):\n    '''x+1'''\n",
+        "entry_point": "f",
+        "canonical_solution": "    return x + 1\n",
+        "test": "def check(candidate):\n    assert candidate(1) == 2\n",
+    }
     loaded = load_problems([leetcode_row(), he])
     assert loaded.formats == {"leetcode": 1, "humaneval": 1}
     assert loaded["HE/1"].metadata["source_format"] == "humaneval"

@@ -177,3 +177,41 @@ def test_completion_code_needs_code_or_completion():
 def test_completion_code_rejects_non_strings(row):
     with pytest.raises(ValueError, match="must be"):
         completion_code(row)
+
+
+# --- harness conventions ----------------------------------------------------------------------
+
+PROMPT = 'def add(a, b):\n    """Add two numbers."""\n'
+BODY = "    return a + b\n"
+
+
+def test_continuation_appends_the_completion_to_the_prompt():
+    assert completion_code({"completion": BODY}, "continuation", PROMPT) == PROMPT + BODY
+    assert completion_code({"completion": "  \n"}, "continuation", PROMPT) is None
+
+
+def test_full_takes_the_text_as_the_program():
+    program = "def add(a, b):\n    return a + b\n"
+    assert completion_code({"completion": program}, "full") == program
+    assert completion_code({"completion": program}, "first") is None  # no fence: the paper's rule finds nothing
+
+
+def test_auto_uses_a_fence_else_the_formats_convention():
+    fenced = "Here:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+    assert completion_code({"completion": fenced}, "auto", PROMPT, "humaneval") == "def add(a, b):\n    return a + b\n"
+    assert completion_code({"completion": BODY}, "auto", PROMPT, "humaneval") == PROMPT + BODY
+    assert completion_code({"completion": BODY}, "auto", PROMPT, "humanevalplus") == PROMPT + BODY
+    assert completion_code({"completion": BODY}, "auto", PROMPT, "leetcode") is None  # the paper's convention: a fence
+
+
+def test_evalplus_solution_field_is_the_program():
+    assert completion_code({"task_id": "Mbpp/2", "solution": "x = 1\n", "completion": "ignored"}) == "x = 1\n"
+
+
+def test_no_code_hint_names_the_fix():
+    from sandbox.extract import no_code_hint
+
+    assert no_code_hint(1, 10, "auto", {"leetcode"}) == ""  # 10% is not more than 10%
+    hint = no_code_hint(5, 10, "first", {"humanevalplus"})
+    assert "5 of 10" in hint and "--extract continuation" in hint
+    assert "--extract full" in no_code_hint(8, 10, "auto", {"mbppplus"})

@@ -1,0 +1,103 @@
+"""HumanEval+ / MBPP+ adapters and evalplus's output oracle (sandbox.datasets.evalplus*)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sandbox.datasets import load_problems
+from sandbox.datasets.evalplus import effective_atol, encode, mbpp_deserialize_inputs
+from sandbox.datasets.evalplus import test_setup as judge_setup
+from sandbox.datasets.evalplus_oracle import qrpo_decode, qrpo_evalplus_match
+
+from ..conftest import shared_data_dir
+
+DATA = shared_data_dir()
+HEP = DATA / "humaneval" / "HumanEvalPlus-v0.1.10.jsonl.gz"
+MBPP = DATA / "mbpp" / "MbppPlus-v0.2.0.jsonl.gz"
+needs_data = pytest.mark.usefixtures("shared_data")
+
+
+def match(out, exp, atol=0.0, dataset="humaneval", entry="f", inp=()):
+    return qrpo_evalplus_match(dataset, entry, list(inp), out, exp, atol)
+
+
+def test_exact_then_tolerance():
+    assert match([1, 2], [1, 2]) and not match([1, 2], [1, 3])
+    assert not match(0.1 + 0.2, 0.3)  # atol 0 and no float rule applied here: exact
+    assert match(0.1 + 0.2, 0.3, atol=1e-6)
+    assert not match(1.0, 1.1, atol=1e-6)
+    assert not match(1, 1.0000001, atol=1e-6)  # a different type is never close
+    assert match((1.0, 2.0), (1.0, 2.0000001), atol=1e-6) and not match((1.0,), (1.0, 2.0), atol=1e-6)
+    assert not match(["a", 1.0000001], ["a", 1.0], atol=1e-6)  # numpy cannot compare strings: evalplus fails it
+    assert not match(float("nan"), float("nan"), atol=1e-6)
+    assert match(float("inf"), float("inf"), atol=1e-6)
+
+
+def test_effective_atol_is_sticky_like_evalplus_loop():
+    assert effective_atol(0, [1, 2.5, 3]) == [0, 1e-6, 1e-6]
+    assert effective_atol(0, [1, [1, 2]]) == [0, 0]
+    assert effective_atol(1e-4, [1.0]) == [1e-4]
+
+
+def test_mbpp_special_oracles():
+    assert match([3, 4], [4, 3], dataset="mbpp", entry="similar_elements")  # set equality
+    with pytest.raises(TypeError):  # evalplus counts the exception as a failure; so does the judge
+        match(None, [], dataset="mbpp", entry="similar_elements")
+    assert match(True, True, dataset="mbpp", entry="check_str") and match("x", True, dataset="mbpp", entry="check_str")
+    assert not match(None, True, dataset="mbpp", entry="check_str")
+    assert match(123, 5, dataset="mbpp", entry="are_equivalent")
+    assert match(0, 7, dataset="mbpp", entry="sum_div")
+
+
+def test_find_zero_checks_the_root():
+    xs = [-6, 11, -6, 1]  # roots 1, 2, 3
+    assert match(1.0, 99.0, atol=1e-4, entry="find_zero", inp=(xs,))
+    assert not match(1.5, 1.0, atol=1e-4, entry="find_zero", inp=(xs,))
+
+
+def test_tagged_json_round_trip():
+    value = [(1, 2), {3}, frozenset({4}), {(1, 2): [3.5]}, 1 + 2j, b"x", float("inf"), -(10**5000), None, True]
+    text = json.dumps(encode(value))
+    back = qrpo_decode(json.loads(text))
+    assert back[:6] == value[:6] and math.isinf(back[6]) and back[7] == value[7] and back[8:] == [None, True]
+    assert type(back[0]) is tuple and type(back[2]) is frozenset
+
+
+def test_mbpp_inputs_are_deserialised_as_evalplus_does():
+    assert mbpp_deserialize_inputs("Mbpp/2", [[[1, 2], [3]]]) == [[(1, 2), (3,)]]
+    assert mbpp_deserialize_inputs("Mbpp/124", [[1, "1+2j"]]) == [(1.0, 1 + 2j)]
+    assert mbpp_deserialize_inputs("Mbpp/580", [[[1, [2]]]]) == [((1, (2,)),)]
+    assert mbpp_deserialize_inputs("Mbpp/3", [[5]]) == [[5]]
+
+
+def test_setup_runs_and_checks():
+    namespace: dict = {}
+    exec(judge_setup("mbpp", "f", [[1], [2]], [2, 4.0], [0, 1e-6]), namespace)
+    assert namespace["qrpo_check"](2, 0) and not namespace["qrpo_check"](3, 0)
+    assert namespace["qrpo_check"](4.0000001, 1)
+
+
+@needs_data
+def test_humaneval_plus_loads_with_base_and_plus_tests():
+    loaded = load_problems(HEP)
+    assert len(loaded) == 164 and not loaded.errors and loaded.formats == {"humanevalplus": 164}
+    problem = loaded["HumanEval/0"]
+    info = problem.metadata["evalplus"]
+    assert len(problem.tests) == info["base"] + info["plus"] and info["plus"] > info["base"] > 0
+    assert problem.preamble == problem.prompt and problem.tests[0].source == "assert qrpo_check(candidate(*qrpo_inputs[0]), 0)"
+    assert "expected outputs" in problem.test_setup  # not computed yet: the judge would report sandbox_error
+    base = load_problems(HEP, tests="base")["HumanEval/0"]
+    assert len(base.tests) == info["base"]
+    with pytest.raises(ValueError, match="tests must be one of"):
+        load_problems(HEP, tests="extra")  # type: ignore[arg-type]
+
+
+@needs_data
+def test_mbpp_plus_loads_with_plus_inputs():
+    loaded = load_problems(MBPP)
+    assert len(loaded) == 378 and not loaded.errors and loaded.formats == {"mbppplus": 378}
+    assert loaded["Mbpp/793"].metadata["evalplus"]["plus"] == 0  # its plus_input is {}
+    assert loaded.num_tests > 10 * load_problems(MBPP, tests="base").num_tests
