@@ -6,11 +6,11 @@ first build), reference completions of the training prompts, grading in the stro
 in CI), the quantile rewards, QRPO (`qrpo.training_run` in a subprocess) and evaluation on the held-out
 problems, whose template parameters never occur in training.
 
-The margin is set from measured seed variance, not `> 0` (bench/RESULTS.md, "QRPO learns"): in the reduced
-run the gain over the reference was GAIN points, with a standard deviation of STD points over seeds, so a
-gain below MARGIN means the learning broke. Each deliberate mutation of the method was run by hand against
-this test and made it fail: the loss's sign, log Z dropped, quantiles reversed, rewards shuffled across
-prompts (see bench/RESULTS.md).
+The margin is set from measured seed variance, not `> 0` (bench/RESULTS.md, "QRPO learns?"): 2 standard
+deviations of a 2-seed mean gain (MARGIN below). Measured here (apptainer, as the CI user): reference 39.2,
+QRPO 49.4 (+10.2). Each deliberate mutation of the method, run by hand on the same graded completions, fails
+the first assertion: the loss's sign (QRPO 0.0, -39.2), log Z dropped (43.4, +4.2 < 5.6), quantiles reversed
+(12.5, -26.8), rewards shuffled across prompts (33.4, -5.9).
 """
 
 from __future__ import annotations
