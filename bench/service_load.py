@@ -159,7 +159,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="service-load-") as folder:
         process, url = start_server(args, Path(folder))
         try:
-            phase(url, honest_rows[:8], None, args)  # warm the judges
+            phase(url, honest_rows, None, argparse.Namespace(**{**vars(args), "requests": 1}))  # warm the judges
             alone, failures_a, _ = phase(url, honest_rows, None, args)
             attacked, failures_b, hostile_sent = phase(url, honest_rows, hostile_rows, args)
         finally:
