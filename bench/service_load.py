@@ -159,8 +159,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="service-load-") as folder:
         process, url = start_server(args, Path(folder))
         try:
-            phase(url, honest_rows[:8], None, args)  # warm the judges
+            phase(url, honest_rows, None, argparse.Namespace(**{**vars(args), "requests": 1}))  # warm the judges
             alone, failures_a, _ = phase(url, honest_rows, None, args)
+            print(f"  (alone: {len(alone)} requests, p50 {quantile(alone, 0.5):.3f} s, "
+                  f"p99 {quantile(alone, 0.99):.3f} s)", flush=True)
             attacked, failures_b, hostile_sent = phase(url, honest_rows, hostile_rows, args)
         finally:
             process.terminate()

@@ -284,7 +284,8 @@ def test_serve_merges_problem_files_and_grades_with_its_limits_as_defaults_and_m
     write_problem(tmp_path / "a.jsonl", "double", "double", ["assert candidate(2) == 4"])
     write_problem(tmp_path / "b.jsonl", "nap", "nap", ["assert candidate(0.6) == 0.6", "assert candidate(0.3) == 0.3"])
     proc, url = start_server(tmp_path, "-p", str(tmp_path / "a.jsonl"), "-p", str(tmp_path / "b.jsonl"),
-                             "--backend", "process", "--workers", "1", "--cpu", "1", "--memory", "512", "--wall", "1")
+                             "--backend", "process", "--workers", "1", "--cpu", "1", "--memory", "512", "--wall", "1",
+                             "--allow-inline-problems")
     try:
         with urllib.request.urlopen(url + "/health", timeout=30) as response:
             health = json.loads(response.read())

@@ -18,7 +18,8 @@ import pytest
 
 from sandbox.api import grade as local_grade
 from sandbox.pool import Pool
-from sandbox.problem import GradeResult, Problem, Test, TestResult, Verdict
+from sandbox.problem import GradeResult, Problem, Test, Verdict
+from sandbox.problem import TestResult as OneTest
 
 from ..conftest import REPO, missing
 
@@ -216,7 +217,7 @@ def test_one_poisoned_row_returns_every_other_row(problems_file, tmp_path) -> No
 
     # The serialiser: a result holding a lone surrogate (as a solution's output can) is escaped,
     # where plain UTF-8 JSON fails, as the old server did with HTTP 500.
-    poisoned = GradeResult(task_id="victim", tests=(TestResult(Verdict.WRONG_ANSWER, detail="got '\udcff'"),), backend="process",
+    poisoned = GradeResult(task_id="victim", tests=(OneTest(Verdict.WRONG_ANSWER, detail="got '\udcff'"),), backend="process",
                            stdout="\ud800 out")
     with pytest.raises(UnicodeEncodeError):
         json.dumps(poisoned.to_dict(), ensure_ascii=False).encode("utf-8")
