@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from . import checks, codec, protocol
+from . import checks, codec, compare, protocol
 from .runner import die_with_parent, new_module, set_dumpable
 
 # The zygote always imports this package as the top-level `judge`, never through `sandbox`.
@@ -643,8 +643,13 @@ class Judge:
                 answer = session.receive(float(session.limits["wall_s"]))
                 status = answer.get("exited") or {}
                 if status.get("code") == 0 and "signal" not in status:
-                    ok = _stdout_matches(str(answer.get("stdout", "")), test.get("stdout", ""))
-                    verdict, detail = ("passed", "") if ok else ("wrong_answer", "output differs")
+                    try:  # h15: the comparison mode is the problem's (sandbox/judge/compare.py)
+                        ok, why = compare.compare(str(answer.get("stdout", "")), test.get("stdout", ""), test.get("stdin", ""),
+                                                  (session.problem.get("metadata") or {}).get("stdio"))
+                        shown = why if session.request.get("details") else "output differs"  # why holds expected text
+                        verdict, detail = ("passed", "") if ok else ("wrong_answer", shown)
+                    except compare.CheckerError as exc:
+                        verdict, detail = "sandbox_error", str(exc)
                 elif status.get("code") == 137:
                     verdict, detail = "memory", "MemoryError"
                 else:
