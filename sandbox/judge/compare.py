@@ -91,7 +91,7 @@ def compare(output: str, expected: str, stdin: str = "", spec: dict[str, Any] | 
                 return False, f"line {i + 1}: got {g_text}, expected {'end of output' if w is None else _short(w)}"
             if g != w:
                 gt, wt = g.split(), w.split()
-                if not (len(gt) == len(wt) and all(_token_equal(x, y, abs_tol, rel_tol) for x, y in zip(gt, wt))):
+                if not (abs_tol or rel_tol) or not (len(gt) == len(wt) and all(_token_equal(x, y, abs_tol, rel_tol) for x, y in zip(gt, wt))):
                     return False, f"line {i + 1}: got {_short(g)}, expected {_short(w)}"
         return True, ""
     got_t, want_t = output.split(), expected.split()
