@@ -51,8 +51,12 @@ def iter_grade(
     limits: Limits | None = None,
     progress: bool = False,
     pool: Pool | None = None,
+    details: bool = False,
 ) -> Iterator[GradeResult]:
-    """Stream results in completion order. Pass `pool` to reuse warm workers across calls."""
+    """Stream results in completion order. Pass `pool` to reuse warm workers across calls.
+    `details`: each failed test's `detail` describes the failure with the expected value (the
+    call, the value returned and expected; stdio: the first difference). Off by default: an RL
+    policy must not be fed the expected answers."""
     table = as_problems(problems)
     if limits is not None:
         table = {k: p.with_limits(limits) for k, p in table.items()}
@@ -72,6 +76,7 @@ def iter_grade(
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
         else:
+            result_or_job.details = details
             jobs.append(result_or_job)
     try:
         graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())

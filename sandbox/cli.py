@@ -92,6 +92,9 @@ def main() -> None:
               help="HumanEval+/MBPP+: base inputs only, or base + plus inputs (evalplus's headline score).")
 @click.option("--format", "dataset_format", default="auto", show_default=True, help="Dataset format of --problems (a registered name; auto detects it per row).")
 @click.option("--adapter", default=None, help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
+@click.option("--details/--no-details", default=False, show_default=True,
+              help="Describe each failed test (call, value returned, value expected; stdio: first difference). "
+                   "Off by default: online RL must not see expected values.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the batch summary (pass rates, pass@k, verdict counts, tests/s) as JSON here.")
 @click.option("--max-tests", type=int, default=None, help="Keep the first N tests of each problem (paper: 100).")
@@ -112,7 +115,7 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
           max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
           executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
           workdir: str | None = None, max_retries: int = 2, test_set: str = "plus", dataset_format: str = "auto",
-          adapter: str | None = None, summary_path: str | None = None) -> None:
+          adapter: str | None = None, summary_path: str | None = None, details: bool = False) -> None:
     """Grade completions against problems and write one result row per completion.
 
     With --executor the completions are graded in shards as submitit jobs (a SLURM job array, or
@@ -166,7 +169,7 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
 
     rows = [row for _, row in read_jsonl(completions)]
     results = grade_all(loaded, rows, backend=backend,  # type: ignore[arg-type]  # bad lines are RowErrors: graded as invalid rows workers=workers, granularity=granularity, extract=extract,
-                        limits=_limits(cpu, memory, wall), progress=progress)
+                        limits=_limits(cpu, memory, wall), progress=progress, details=details)
     write_jsonl_atomic(output, [result_row(row, r) for row, r in zip(rows, results)])
     numbers = summarize(results, time.monotonic() - started)
     click.echo(format_summary(numbers))

@@ -31,6 +31,7 @@ class Job:
     problem: Problem
     code: str
     granularity: str
+    details: bool = False  # failed tests carry a description with the expected value (h15)
 
 
 class _Spawner:
@@ -200,7 +201,8 @@ class Pool:
 
     def _run(self, worker: Worker, job: Job) -> GradeResult:
         problem = job.problem
-        request = {"id": job.index, "problem": problem.to_dict(), "code": job.code, "granularity": job.granularity}
+        request = {"id": job.index, "problem": problem.to_dict(), "code": job.code, "granularity": job.granularity,
+                   "details": job.details}
         timeout = problem.limits.solution_s + problem.limits.wall_s * 2 + DEADLINE_MARGIN_S
         errors = []
         for attempt in range(1, self.max_attempts + 1):

@@ -91,7 +91,8 @@ def compare(output: str, expected: str, stdin: str = "", spec: dict[str, Any] | 
                 return False, f"line {i + 1}: got {g_text}, expected {'end of output' if w is None else _short(w)}"
             if g != w:
                 gt, wt = g.split(), w.split()
-                if not (abs_tol or rel_tol) or not (len(gt) == len(wt) and all(_token_equal(x, y, abs_tol, rel_tol) for x, y in zip(gt, wt))):
+                close = len(gt) == len(wt) and all(_token_equal(x, y, abs_tol, rel_tol) for x, y in zip(gt, wt))
+                if not (abs_tol or rel_tol) or not close:
                     return False, f"line {i + 1}: got {_short(g)}, expected {_short(w)}"
         return True, ""
     got_t, want_t = output.split(), expected.split()
@@ -132,3 +133,64 @@ def run_checker(source: str, stdin: str, expected: str, output: str) -> tuple[bo
     else:
         ok, message = bool(verdict), ""
     return ok, "" if ok else ("checker: " + message[:DETAIL_CHARS * 2] if message else "checker rejected the output")
+
+
+# ------------------------------------------------------------------------------------------------
+# Failure descriptions of function tests (--details)
+
+DESCRIBE_CHARS = 160  # per part: the call, the value returned, the value expected
+
+
+def safe_repr(value: Any, limit: int = DESCRIBE_CHARS) -> str:
+    """repr of decoded plain data, bounded in size and depth; never raises. Strings come out
+    quoted and escaped, so a returned value cannot pass itself off as the judge's own words."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = 12
+    short.maxlevel = 4
+    try:
+        text = short.repr(value)
+    except Exception as exc:  # noqa: BLE001 -- a helper type's __repr__ (dataset code) may fail
+        text = f"<{type(value).__name__}: repr failed ({type(exc).__name__})>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_failure(source: str, namespace: dict[str, Any], call: tuple[tuple, dict] | None, returned: Any) -> str:
+    """"wrong answer: call candidate(...) returned X, expected Y" for a failed function test.
+
+    The call and the value are the last ones this test made; the expected value is the other
+    side of `assert candidate(...) == EXPR` (evaluated here, in the judge: test code is trusted)
+    or, for evalplus tests, the canonical's output for that input. Parts that cannot be told are
+    left out."""
+    import ast as _ast
+
+    parts = ["wrong answer:"]
+    if call is not None:
+        args = [safe_repr(a, 60) for a in call[0]] + [f"{k}={safe_repr(v, 60)}" for k, v in call[1].items()]
+        text = ", ".join(args)
+        parts.append(f"call candidate({text if len(text) <= DESCRIBE_CHARS else text[:DESCRIBE_CHARS] + '...'})")
+        parts.append(f"returned {safe_repr(returned)}")
+    expected = _NOTHING
+    try:
+        tree = _ast.parse(source)
+        node = tree.body[-1] if tree.body else None
+        if isinstance(node, _ast.Assert):
+            test = node.test
+            if (isinstance(test, _ast.Call) and isinstance(test.func, _ast.Name) and test.func.id == "qrpo_check"
+                    and len(test.args) == 2 and isinstance(test.args[1], _ast.Constant) and "qrpo_expected" in namespace):
+                expected = namespace["qrpo_expected"][test.args[1].value]
+            elif isinstance(test, _ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], _ast.Eq):
+                sides = [test.left, test.comparators[0]]
+                other = [s for s in sides if not (isinstance(s, _ast.Call) and isinstance(s.func, _ast.Name))]
+                if len(other) == 1:
+                    expected = eval(compile(_ast.Expression(other[0]), "<expected>", "eval"), dict(namespace))
+    except Exception:  # noqa: BLE001, S110 -- the description is best effort; the verdict stands
+        pass
+    if expected is not _NOTHING:
+        parts.append(f"expected {safe_repr(expected)}")
+    return " ".join(parts)
+
+
+_NOTHING = object()

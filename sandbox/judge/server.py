@@ -376,6 +376,7 @@ class FunctionTests:
         self.single_call = False
         self.prefetched: dict[str, Any] | None = None  # the answer to this test's call, sent in a batch
         self.recording = False  # capture a call's arguments instead of making it
+        self.last_call: tuple[tuple[Any, ...], dict[str, Any], Any] | None = None  # the test's last call and decoded value
 
     def _sync(self) -> None:
         if self.generation != self.session.spawns or not self.session.alive:
@@ -426,7 +427,9 @@ class FunctionTests:
         if "unencodable" in answer:
             raise SolutionFailure("wrong_answer", f"returned a value that is not plain data: {str(answer['unencodable'])[:200]}")
         try:
-            return codec.decode(answer.get("ok"), helpers)
+            value = codec.decode(answer.get("ok"), helpers)
+            self.last_call = (args, kwargs, value)  # h15: for --details descriptions
+            return value
         except (codec.DecodeError, RecursionError, MemoryError) as exc:
             raise SolutionFailure("wrong_answer", f"returned a malformed value: {exc}") from None
 
@@ -445,6 +448,7 @@ class FunctionTests:
         if not test.trusted:
             return self.run_opaque(test)
         self.single_call = test.single_call
+        self.last_call = None
         try:
             exec(test.code, namespace)
             return "passed", "", True
@@ -454,6 +458,10 @@ class FunctionTests:
             self.finish_test()
             return self.run_opaque(test)
         except AssertionError as exc:
+            if self.session.request.get("details"):  # h15: bounded description, expected value included
+                last = self.last_call
+                return "wrong_answer", compare.describe_failure(test.source, namespace, last[:2] if last else None,
+                                                                last[2] if last else None), True
             return "wrong_answer", f"assertion failed{': ' + str(exc)[:200] if str(exc) else ''}", True
         except RecursionError:
             return "wrong_answer", "comparing the returned value exceeded the recursion limit", True
