@@ -168,8 +168,9 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
     from .metrics import format_summary, result_row, summarize
 
     rows = [row for _, row in read_jsonl(completions)]
-    results = grade_all(loaded, rows, backend=backend,  # type: ignore[arg-type]  # bad lines are RowErrors: graded as invalid rows workers=workers, granularity=granularity, extract=extract,
-                        limits=_limits(cpu, memory, wall), progress=progress, details=details)
+    # Bad lines are RowErrors, graded as invalid rows.
+    results = grade_all(loaded, rows, backend=backend, workers=workers, granularity=granularity,  # type: ignore[arg-type]
+                        extract=extract, limits=_limits(cpu, memory, wall), progress=progress, details=details)
     write_jsonl_atomic(output, [result_row(row, r) for row, r in zip(rows, results)])
     numbers = summarize(results, time.monotonic() - started)
     click.echo(format_summary(numbers))
@@ -199,7 +200,7 @@ def demo(backend: str, workers: int | None) -> None:
     loaded = load_problems(demo_files.problems_path(), min_tests=20)
     rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
     started = time.monotonic()
-    results = grade_all(loaded, rows, backend=backend,  # type: ignore[arg-type]  # bad lines are RowErrors: graded as invalid rows workers=workers, progress=sys.stderr.isatty())
+    results = grade_all(loaded, rows, backend=backend, workers=workers, progress=sys.stderr.isatty())
     click.echo(f"{'task_id':<34} {'verdict':<14} {'passed':>9}  note")
     for row, result in zip(rows, results):
         verdict = result.verdict.value if result.verdict else "invalid"
