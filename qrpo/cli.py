@@ -11,11 +11,12 @@ the same inputs, and resumes from its saved chunks after an interruption.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import click
+
+from sandbox.cli_common import EXIT_INTERRUPTED, Group, InputError
 
 from . import __version__
 
@@ -32,14 +33,15 @@ def _load(config: str, overrides: tuple[str, ...], output_dir: str | None) -> Pi
     try:
         return load_config(config, items)
     except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+        raise InputError(str(error)) from None
 
 
 T = TypeVar("T")
 
 
 def _guard(action: Callable[[], T]) -> T:
-    """Run `action`; our errors become one-line messages (exit 1), anything else keeps its traceback."""
+    """Run `action`; a bad config is a usage error (exit 2), a stage that cannot go on exits 1 with its
+    one-line message; anything else is an internal error (sandbox.cli_common.Group logs its traceback)."""
     from sandbox.rundir import LockedError, StaleError
 
     from .pipeline.config import ConfigError
@@ -47,11 +49,13 @@ def _guard(action: Callable[[], T]) -> T:
 
     try:
         return action()
-    except (ConfigError, StageError, StaleError, LockedError) as error:
+    except ConfigError as error:
+        raise InputError(str(error)) from None
+    except (StageError, StaleError, LockedError) as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         click.echo("interrupted; rerun the same command to resume (finished work is kept)", err=True)
-        sys.exit(130)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 def _executors() -> list[str]:
@@ -69,13 +73,31 @@ executor_option = click.option("--executor", type=click.Choice(_executors()), de
                                help="Run the heavy work here or as SLURM jobs (default: the config's executor).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _stage_names() -> list[str]:
+    from .pipeline.stages import STAGES
+
+    return list(STAGES)
+
+
+def _forced_stages(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    names = _stage_names()
+    for stage in value:
+        if stage not in (*names, "all"):
+            raise click.BadParameter(f"--force {stage}: no such stage; stages: {', '.join(names)} (or all); "
+                                     f"for example --force {names[-1]}")
+    return value
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qrpo")
 def main() -> None:
     """Quantile Reward Policy Optimization for code models: the LeetCode pipeline.
 
     Stages: model, prepare, generate, grade, build, train, evaluate. CONFIG is a YAML file or a bundled
     config name (tiny-cpu, leetcode-paper); it defaults to tiny-cpu.
+
+    Exit codes: 0 done, 1 a stage cannot go on (the message says why), 2 usage error (an option or a
+    config key), 3 internal error (a log file holds the traceback), 130 interrupted (rerun to resume).
 
     \b
     Example:
@@ -87,23 +109,31 @@ def main() -> None:
 @main.command()
 @config_argument
 @executor_option
-@click.option("--force", "force", multiple=True, metavar="STAGE",
+@click.option("--force", "force", multiple=True, metavar="STAGE", callback=_forced_stages,
               help="Redo STAGE and the stages after it (repeatable; `all` redoes everything).")
+@click.option("--plan", "show_plan", is_flag=True, help="Print what the recipe will do (problems, steps, samples, "
+              "GPU-hours) without running anything.")
 @set_option
 @output_option
 def run(config: str, executor: ExecutorKind | None, force: tuple[str, ...], overrides: tuple[str, ...],
-        output_dir: str | None) -> None:
+        output_dir: str | None, show_plan: bool = False) -> None:
     """Run every stage in order, skipping the finished ones; print where the report and plots are.
 
     \b
     Example:
       qrpo run qrpo/configs/tiny-cpu.yaml
       qrpo run qrpo/configs/leetcode-paper.yaml --executor slurm --force evaluate
+      qrpo run leetcode-paper --plan
     """
     from .pipeline.driver import Pipeline
     from .pipeline.sweep import check_args
 
     cfg = _load(config, overrides, output_dir)
+    if show_plan:
+        from .pipeline.plan import plan
+
+        _guard(lambda: click.echo("\n".join(plan(cfg))))
+        return
 
     def action() -> None:
         check_args(cfg)

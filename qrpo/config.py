@@ -12,9 +12,14 @@ from transformers import TrainingArguments
 from qrpo.losses import LOSS_TYPES, REGRESSION_LOSSES, TRANSFORMS, LossType, RegressionLoss, Transform
 from qrpo.quantile import TIES, Ties
 
-# QRPO on paired rows: which completions of each pair become pointwise samples (the trainer's `_unpair`).
+# QRPO on paired rows: which completions of each pair the loss counts (the trainer's `_side_weights`/`_unpair`).
 SampleSelector = Literal["both", "chosen", "rejected", "random"]
 SAMPLE_SELECTORS: tuple[SampleSelector, ...] = get_args(SampleSelector)
+# QRPO on paired rows: pairs: a pair is one batch item, both sequences in the same step, the unselected side's
+# loss zeroed but counted (the reference code); split: pairs become pointwise rows before batching, and the
+# unselected side is left out (the project's: a batch is a bag of sequences, total_batch_size counts sequences).
+PairBatching = Literal["pairs", "split"]
+PAIR_BATCHINGS: tuple[PairBatching, ...] = get_args(PairBatching)
 
 # The fields with a closed set of values, and those values (from the modules that own them).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -23,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "regression_loss": REGRESSION_LOSSES,
     "ties": TIES,
     "sample_selector": SAMPLE_SELECTORS,
+    "pair_batching": PAIR_BATCHINGS,
 }
 
 
@@ -52,7 +58,13 @@ class QRPOConfig(TrainingArguments):
         default=False, metadata={"help": "The paper's log Z = log beta + 1/beta for identity, instead of the exact one."}
     )
     sample_selector: SampleSelector = field(
-        default="both", metadata={"help": "QRPO on paired rows: which completions become pointwise samples."}
+        default="both", metadata={"help": "QRPO on paired rows: which completions the loss counts."}
+    )
+    pair_batching: PairBatching = field(
+        default="pairs",
+        metadata={"help": "QRPO on paired rows: pairs (a pair is one batch item, the unselected side's loss is zeroed: "
+                  "the reference code) or split (pairs become pointwise rows before batching, the unselected side is "
+                  "dropped)."},
     )
     simpo_gamma_beta_ratio: float = field(default=0.5, metadata={"help": "SimPO's gamma / beta."})
     max_prompt_length: int | None = field(
@@ -60,6 +72,11 @@ class QRPOConfig(TrainingArguments):
     )
     max_completion_length: int | None = field(
         default=1024, metadata={"help": "Completions longer than this keep their first tokens (None: no limit)."}
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "Cap on prompt + completion tokens, after the two caps above: the sequence keeps its first "
+                  "max_length tokens, as the reference code truncates (None: no total cap)."},
     )
     padding_free: bool | None = field(
         default=None,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 # Per-row numbers the collator passes through to the loss, when the rows have them.
-ROW_FIELDS = ("quantile", "reference_std", "chosen_reward", "rejected_reward")
+ROW_FIELDS = ("quantile", "reference_std", "chosen_reward", "rejected_reward", "side_weights")
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """`QRPOTrainer`: QRPO (and the DPO, SimPO, REBEL baselines) on `transformers.Trainer`.
 
 QRPO is pointwise: each (prompt, completion, reward) row is its own regression target, so a batch is a bag
-of independent sequences. That is what makes it cheaper than DPO: no pairs to keep together, and the
-sequences of a batch are packed into one row with position ids (padding-free), so no FLOPs go to padding.
+of independent sequences, packed into one row with position ids (padding-free), so no FLOPs go to padding.
+On paired rows QRPO keeps each pair one batch item by default (`pair_batching="pairs"`, the reference code:
+a batch of 128 pairs is 256 sequences, the sample selector zeroes a side's loss); `split` turns pairs into
+pointwise rows first. `max_length` caps prompt + completion as the reference code does.
 The reference log-probs are computed once, before training, with the initial policy (or a given reference
 model), cached on disk under a fingerprint and reused across runs; no reference model stays in memory.
 
@@ -13,6 +15,7 @@ which never materialises the (tokens x vocabulary) logits.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections import defaultdict
 from typing import Any, cast
@@ -57,7 +60,7 @@ def prepare_dataset(
     _check_rows(dataset, args, paired, name)
     constants: dict[str, float] = {}
     if args.loss_type == "qrpo":
-        if paired:
+        if paired and args.pair_batching == "split":
             dataset = dataset.map(
                 _unpair,
                 batched=True,
@@ -66,7 +69,11 @@ def prepare_dataset(
                 fn_kwargs={"selector": args.sample_selector, "seed": args.seed},
                 desc=f"{name}: pairs -> pointwise ({args.sample_selector})",
             )
-        dataset, constants = _add_quantiles(dataset, args)
+        if paired and args.pair_batching == "pairs":
+            dataset = _add_paired_quantiles(dataset, args)
+            dataset, constants = _add_quantiles(dataset, args)
+        else:
+            dataset, constants = _add_quantiles(dataset, args)
     dataset = dataset.map(
         _tokenize,
         fn_kwargs={"tokenizer": tokenizer, "args": args},
@@ -157,13 +164,37 @@ def _unpair(rows: dict[str, list], indices: list[int], selector: str, seed: int)
     return dict(out)
 
 
+def _side_weights(selector: str, seed: int, rows: int) -> list[list[float]]:
+    """Paired rows kept as pairs: per pair, (chosen, rejected) weights of the two losses. The reference code
+    zeroes the unselected side's loss and still averages over both sides (so `chosen` halves the loss scale);
+    `random` picks one side per pair, fixed by (seed, row) rather than drawn anew at every step."""
+    fixed = {"both": [1.0, 1.0], "chosen": [1.0, 0.0], "rejected": [0.0, 1.0]}.get(selector)
+    if fixed is not None:
+        return [fixed] * rows
+    return [[1.0, 0.0] if np.random.default_rng([seed, i]).integers(2) == 0 else [0.0, 1.0] for i in range(rows)]
+
+
+def _add_paired_quantiles(dataset: Dataset, args: QRPOConfig) -> Dataset:
+    """Paired rows kept as pairs (`pair_batching="pairs"`): the `reward` column holds both sides' rewards,
+    (chosen, rejected), so `_add_quantiles` gives each pair a (chosen, rejected) quantile; `side_weights`
+    carries the sample selector to the loss."""
+    rewards = [[c, r] for c, r in zip(dataset["chosen_reward"], dataset["rejected_reward"])]
+    dataset = dataset.add_column("reward", rewards)
+    return dataset.add_column("side_weights", _side_weights(args.sample_selector, args.seed, len(dataset)))
+
+
 def _add_quantiles(dataset: Dataset, args: QRPOConfig) -> tuple[Dataset, dict[str, float]]:
-    """Quantile rewards against the first `num_ref_rewards` references, computed once for the whole table."""
+    """Quantile rewards against the first `num_ref_rewards` references, computed once for the whole table.
+    A `reward` column of (chosen, rejected) pairs gives a (chosen, rejected) quantile per row."""
     if args.transform not in TRANSFORMS:
         raise ValueError(f"transform={args.transform!r} is not one of {TRANSFORMS}")
     refs = np.asarray([r[: args.num_ref_rewards] for r in dataset["ref_rewards"]], dtype=np.float64)
     rewards = np.asarray(dataset["reward"], dtype=np.float64)
-    quantiles = quantile_rewards(rewards, refs, ties=args.ties, seed=args.seed)
+    if rewards.ndim == 2:  # pairs: each side against its row's references
+        sides = [quantile_rewards(rewards[:, k], refs, ties=args.ties, seed=args.seed + k) for k in range(2)]
+        quantiles = np.stack(sides, axis=1)
+    else:
+        quantiles = quantile_rewards(rewards, refs, ties=args.ties, seed=args.seed)
     dataset = dataset.add_column("quantile", quantiles.tolist())
     constants = {"min_quantile": 1 / refs.shape[1] if args.ties != "random" else float("nan")}
     if args.transform == "scaled-normal-icdf":
@@ -184,15 +215,24 @@ def _tokenize(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, args: QRP
         prompt = [tokenizer.bos_token_id] + prompt
     if args.max_prompt_length is not None:
         prompt = prompt[-args.max_prompt_length :]
-    out = {"prompt_ids": prompt}
+    out = {"prompt_ids": prompt[: args.max_length] if args.max_length is not None else prompt}
     for key in texts_keys[1:]:
         ids = tokenizer(texts[key], add_special_tokens=False)["input_ids"]
         if not chat and tokenizer.eos_token_id is not None and ids[-1:] != [tokenizer.eos_token_id]:
             ids = ids + [tokenizer.eos_token_id]
         if args.max_completion_length is not None:
             ids = ids[: args.max_completion_length]
-        out[f"{key}_ids"] = ids
+        out[f"{key}_ids"] = truncate_sequence(prompt, ids, args.max_length)[1]
     return out
+
+
+def truncate_sequence(prompt: list[int], completion: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
+    """prompt + completion cut to their first `max_length` tokens, as the reference code does (it truncates the
+    concatenated, left-flushed sequence on the right): the completion loses its end first, and a prompt of
+    max_length tokens or more leaves an empty completion (log-prob 0)."""
+    if max_length is None:
+        return prompt, completion
+    return prompt[:max_length], completion[: max(0, max_length - len(prompt))]
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -338,6 +378,23 @@ class QRPOTrainer(Trainer):
         batch_size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
         return reference.compute_logps(engine, dataset, self.data_collator, self.accelerator, batch_size, name)
 
+    # ------------------------------------------------------------------------------ steps
+
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> Any:
+        """With `dataloader_drop_last`, an incomplete gradient-accumulation step is dropped too, as transformers
+        4.49 (the reference code's) does: an epoch is floor(micro-batches / accumulation) optimizer steps, so 2563
+        x 10 pairs at 128 per step are 200 full steps, not 200 and a step of 2 pairs per GPU."""
+        values = list(super().set_initial_training_values(args, dataloader))
+        accumulation = args.gradient_accumulation_steps
+        micro_batches = len(dataloader) if hasattr(dataloader, "__len__") else None
+        if not args.dataloader_drop_last or micro_batches is None or micro_batches < accumulation:
+            return tuple(values)
+        steps = micro_batches // accumulation
+        values[1], values[5] = steps, steps * accumulation  # update steps per epoch, micro-batches per epoch
+        if args.max_steps <= 0:
+            values[6] = math.ceil(args.num_train_epochs * steps)
+        return tuple(values)
+
     # ------------------------------------------------------------------------------ the loss
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
@@ -385,18 +442,26 @@ class QRPOTrainer(Trainer):
             raise RuntimeError(f"loss_type={args.loss_type!r} needs reference log-probs, and the batch has none")
         if args.loss_type == "qrpo":
             min_quantile = self._constants.get("min_quantile")
-            return qrpo_loss(
+            quantiles, reference_std = inputs["quantile"], inputs.get("reference_std")
+            paired = quantiles.dim() == 2  # pairs kept together: (pairs, 2) -> the sequences' order
+            if paired and reference_std is not None:
+                reference_std = reference_std.repeat_interleave(2)
+            output = qrpo_loss(
                 logps,
                 ref_logps,
-                quantiles=inputs["quantile"],
+                quantiles=quantiles.flatten(),
                 beta=args.beta,
                 transform=args.transform,
                 loss=args.regression_loss,
                 approximate=args.approximate_log_z,
                 min_quantile=None if min_quantile is None or math.isnan(min_quantile) else min_quantile,
-                reference_std=inputs.get("reference_std"),
+                reference_std=reference_std,
                 mean_reference_std=self._constants.get("mean_reference_std"),
             )
+            if paired:  # the reference's (w_c loss_c + w_r loss_r) / 2 per pair: one loss item per pair
+                weights = inputs["side_weights"].to(output.losses).flatten()
+                output = dataclasses.replace(output, losses=(output.losses * weights).view(-1, 2).mean(dim=1))
+            return output
         ref_chosen, ref_rejected = ref_logps[0::2], ref_logps[1::2]
         if args.loss_type == "dpo":
             return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=args.beta)

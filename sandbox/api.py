@@ -51,9 +51,12 @@ def iter_grade(
     limits: Limits | None = None,
     progress: bool = False,
     pool: Pool | None = None,
+    skip: int = 0,
     details: bool = False,
 ) -> Iterator[GradeResult]:
     """Stream results in completion order. Pass `pool` to reuse warm workers across calls.
+    `skip`: leave out the first `skip` completions rows (graded before: resuming); the others
+    keep their row numbers in error messages.
     `details`: each failed test's `detail` describes the failure with the expected value (the
     call, the value returned and expected; stdio: the first difference). Off by default: an RL
     policy must not be fed the expected answers."""
@@ -72,6 +75,8 @@ def iter_grade(
     ready: dict[int, GradeResult] = {}
     jobs: list[Job] = []
     for index, (rowno, row) in enumerate(rows):
+        if index < skip:
+            continue
         result_or_job = _job(index, rowno, row, table, granularity, extract)
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
@@ -80,7 +85,7 @@ def iter_grade(
             jobs.append(result_or_job)
     try:
         graded = pool.grade(iter(jobs), total=len(jobs)) if jobs else iter(())
-        for index in range(len(rows)):
+        for index in range(skip, len(rows)):
             yield ready.pop(index) if index in ready else next(graded)
     finally:
         if owned:

@@ -1,61 +1,70 @@
 """`sandbox`: grade untrusted code from the command line.
 
-Every command has --help with an example. Output files are written atomically (a temporary
-file renamed into place), so a crash never leaves a half-written result file.
+Every command has --help with an example. Every numeric option is checked before any work starts
+(a range, with a valid example in the error); user errors are one line, never a traceback; exit
+codes are those of `sandbox.cli_common` (0 all rows graded, 1 some rows invalid, 2 usage error).
+A local `grade` streams its rows to OUTPUT.partial as they finish and resumes from it when rerun
+(`sandbox.partial`); the finished output is written atomically.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
+from .backends import BACKENDS
+from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
 from .datasets import TEST_SETS
 from .extract import POLICIES as EXTRACT_POLICIES
-from .problem import GradeResult, Limits
+from .problem import GradeResult, Limits, Verdict
 from .rundir import write_atomic
 
-
-def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> None:
-    """Write rows to `path` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+BACKEND_CHOICES = ["auto", *BACKENDS]
+MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
 
 
-def summary(results: list[GradeResult]) -> str:
-    """A few lines a person reads: counts per verdict, mean pass rate, what graded them."""
+def not_graded(result: GradeResult) -> bool:
+    """A row that got no verdict from a judge: invalid input, or our infrastructure failed."""
+    return (bool(result.error) and not result.tests) or result.verdict is Verdict.SANDBOX_ERROR
+
+
+def summary(results: Sequence[GradeResult]) -> str:
+    """A few lines a person reads: counts per verdict, mean pass rate, what graded them, and every
+    row that could not be graded (the first MAX_LISTED, then how many more)."""
     graded = [r for r in results if r.tests]
     verdicts = collections.Counter(r.verdict.value for r in graded if r.verdict)
     tests = sum(r.total for r in graded)
     trusted = sum(sum(t.trusted for t in r.tests) for r in graded)
+    failed = [(i, r) for i, r in enumerate(results, start=1) if not_graded(r)]
     lines = [
-        f"completions: {len(results)}   graded: {len(graded)}   invalid rows: {len(results) - len(graded)}",
+        f"completions: {len(results)}   graded: {len(graded)}   invalid rows: {len(results) - len(graded)}   "
+        f"not graded (invalid or sandbox_error): {len(failed)}",
         f"mean pass rate: {sum(r.pass_rate for r in graded) / max(len(graded), 1):.3f}   "
         f"fully passed: {sum(r.pass_rate == 1.0 for r in graded)}",
         "verdicts (first failing test per completion): " + ", ".join(f"{k}={v}" for k, v in verdicts.most_common()),
         f"tests: {tests}   judged in the trusted process: {trusted / max(tests, 1):.2%}",
         f"backend: {', '.join(sorted({r.backend for r in graded if r.backend})) or '-'}",
     ]
-    errors = [r for r in results if r.error and not r.tests]
-    for r in errors[:5]:
-        lines.append(f"invalid: {r.error}")
+    for i, r in failed[:MAX_LISTED]:
+        lines.append(f"not graded: output row {i}: {r.error or r.verdict}")
+    if len(failed) > MAX_LISTED:
+        lines.append(f"... and {len(failed) - MAX_LISTED} more")
     return "\n".join(lines)
+
+
+def exit_code(results: Sequence[GradeResult]) -> int:
+    return EXIT_INVALID_ROWS if any(not_graded(r) for r in results) else EXIT_OK
 
 
 def _limits(cpu: float | None, memory: int | None, wall: float | None) -> Limits | None:
@@ -69,48 +78,90 @@ def _limits(cpu: float | None, memory: int | None, wall: float | None) -> Limits
     )
 
 
-backend_option = click.option("--backend", default="auto", show_default=True, help="auto, apptainer, bubblewrap or process.")
-workers_option = click.option("--workers", type=int, default=None, help="Warm judges to run (default: one per CPU).")
+def resolve_backend(name: str) -> Any:
+    """The Backend for `name`, or a usage error on --backend saying why it cannot run here."""
+    from .backends import BackendUnavailable, get_backend
+
+    try:
+        return get_backend(name)
+    except BackendUnavailable as exc:
+        raise click.BadParameter(str(exc), param_hint="'--backend'") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# --------------------------------------------------------------------------------------------
+# Options shared by several commands (one definition each; add new ones here)
+
+backend_option = click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+                              help="Isolation: auto picks apptainer, then bubblewrap, then process (see `sandbox doctor`).")
+workers_option = click.option("--workers", type=IntIn(1, 1024, 4), default=None,
+                              help="Warm judges to run (default: one per CPU).")
+
+
+def limit_options(role: str) -> Any:
+    """--cpu/--memory/--wall: per-test limits (Limits). `role` ends each help text."""
+    return options(
+        click.option("--cpu", type=FloatIn(0.1, 3600, 2), default=None, help=f"CPU seconds per test (default 1){role}."),
+        click.option("--memory", type=IntIn(64, 262144, 2048), default=None,
+                     help=f"Memory (address space) per test in MiB (default 1024){role}."),
+        click.option("--wall", type=FloatIn(0.5, 3600, 5), default=None,
+                     help=f"Wall seconds per test (default 3, and at least --cpu + 2){role}."),
+    )
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version(), prog_name="sandbox")
 def main() -> None:
-    """Grade untrusted code against unit tests, without privileges."""
+    """Grade untrusted code against unit tests, without privileges.
+
+    Exit codes: 0 every row graded, 1 some rows could not be graded (listed), 2 usage error,
+    3 internal error (a log file holds the traceback), 130 interrupted (rerun to resume).
+    """
 
 
 @main.command()
-@click.option("--problems", "-p", required=True, type=click.Path(exists=True, dir_okay=False), help="Dataset file (JSONL or .jsonl.gz) in any registered format.")
-@click.option("--completions", "-c", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL rows with task_id plus code or completion.")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Where to write one JSON result per completion, in input order.")
+@click.option("--problems", "-p", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Dataset file (JSONL or .jsonl.gz) in any registered format.")
+@click.option("--completions", "-c", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL rows with task_id plus code or completion.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Where to write one JSON result per completion, in input order.")
 @backend_option
 @workers_option
-@click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True, help="A fork per test (clean state, as the paper) or one process per solution.")
+@click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True,
+              help="A fork per test (clean state, as the paper) or one process per solution.")
 @click.option("--extract", type=click.Choice(EXTRACT_POLICIES), default="auto", show_default=True,
               help="How to get code from 'completion': a ```python block (first/last/longest), the prompt's continuation "
                    "(continuation: human-eval style), the whole text (full); auto: a block, else the format's convention.")
 @click.option("--tests", "test_set", type=click.Choice(TEST_SETS), default="plus", show_default=True,
               help="HumanEval+/MBPP+: base inputs only, or base + plus inputs (evalplus's headline score).")
-@click.option("--format", "dataset_format", default="auto", show_default=True, help="Dataset format of --problems (a registered name; auto detects it per row).")
-@click.option("--adapter", default=None, help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
+@click.option("--format", "dataset_format", default="auto", show_default=True,
+              help="Dataset format of --problems (a registered name; auto detects it per row).")
+@click.option("--adapter", default=None,
+              help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
 @click.option("--details/--no-details", default=False, show_default=True,
               help="Describe each failed test (call, value returned, value expected; stdio: first difference). "
                    "Off by default: online RL must not see expected values.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the batch summary (pass rates, pass@k, verdict counts, tests/s) as JSON here.")
-@click.option("--max-tests", type=int, default=None, help="Keep the first N tests of each problem (paper: 100).")
-@click.option("--min-tests", type=int, default=None, help="Drop problems with fewer tests (paper: 20).")
-@click.option("--cpu", type=float, default=None, help="CPU seconds per test (default 1).")
-@click.option("--memory", type=int, default=None, help="Memory per test in MiB (default 1024).")
-@click.option("--wall", type=float, default=None, help="Wall seconds per test (default 3).")
+@click.option("--max-tests", type=IntIn(1, 1_000_000, 100), default=None,
+              help="Keep the first N tests of each problem (paper: 100).")
+@click.option("--min-tests", type=IntIn(0, 1_000_000, 20), default=None, help="Drop problems with fewer tests (paper: 20).")
+@limit_options("")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
-              help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). Default: grade in this process.")
-@click.option("--jobs", type=click.IntRange(1), default=4, show_default=True, help="With --executor: number of shards (one job each).")
-@click.option("--cpus-per-job", type=click.IntRange(1), default=1, show_default=True, help="With --executor: CPUs per job, one warm judge per CPU.")
+              help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). "
+                   "Default: grade in this process.")
+@click.option("--jobs", type=IntIn(1, 100_000, 16), default=4, show_default=True,
+              help="With --executor: number of shards (one job each).")
+@click.option("--cpus-per-job", type=IntIn(1, 1024, 8), default=1, show_default=True,
+              help="With --executor: CPUs per job, one warm judge per CPU.")
 @click.option("--partition", default=None, help="With --executor slurm: the SLURM partition (default: the cluster's default).")
-@click.option("--time", "time_min", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True, help="With --executor: time limit per job, in minutes.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="With --executor: the run directory (default OUTPUT.shards); rerun to resume.")
-@click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True, help="With --executor: resubmissions of a failed, timed-out, preempted or lost shard.")
+@click.option("--time", "time_min", type=FloatIn(0, 525_600, 60, low_open=True), default=60, show_default=True,
+              help="With --executor: time limit per job, in minutes.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="With --executor: the run directory (default OUTPUT.shards); rerun to resume.")
+@click.option("--max-retries", type=IntIn(0, 100, 2), default=2, show_default=True,
+              help="With --executor: resubmissions of a failed, timed-out, preempted or lost shard.")
 def grade(problems: str, completions: str, output: str, backend: str, workers: int | None, granularity: str, extract: str,
           max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
           executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
@@ -118,15 +169,20 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
           adapter: str | None = None, summary_path: str | None = None, details: bool = False) -> None:
     """Grade completions against problems and write one result row per completion.
 
-    With --executor the completions are graded in shards as submitit jobs (a SLURM job array, or
-    local processes); rerunning the same command skips finished shards (see sandbox.cluster).
+    Rows are written to OUTPUT.partial as they finish; Ctrl-C or a kill loses only the rows being
+    graded, and rerunning the same command resumes from there. With --executor the completions
+    are graded in shards as submitit jobs (a SLURM job array, or local processes); rerunning the
+    same command skips finished shards (see sandbox.cluster).
+
+    Exit status: 0 every row graded, 1 some rows could not be graded (the summary lists them),
+    2 usage error, 130 interrupted.
 
     \b
     Example:
       sandbox grade -p LeetCodeDataset-v0.3.1-test.jsonl.gz -c samples.jsonl -o graded.jsonl --backend bubblewrap
-      sandbox grade -p problems.jsonl -c samples.jsonl -o graded.jsonl --executor slurm --jobs 16 --cpus-per-job 8 --partition cpu --time 60
+      sandbox grade -p problems.jsonl -c samples.jsonl -o graded.jsonl \\
+          --executor slurm --jobs 16 --cpus-per-job 8 --partition cpu --time 60
     """
-    from .api import grade as grade_all
     from .datasets import load_problems
 
     ctx = click.get_current_context()
@@ -134,45 +190,61 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
     if executor is None:
         given = [name for name in cluster_options if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
         if given:
-            raise click.UsageError(f"--{given[0].replace('_min', '').replace('_', '-')} needs --executor local or --executor slurm")
+            flag = given[0].replace("_min", "").replace("_", "-")
+            raise click.UsageError(f"--{flag} needs --executor local or --executor slurm")
     elif workers is not None:
-        raise click.UsageError("--workers sets the judges of in-process grading; with --executor each job runs one judge per CPU: use --cpus-per-job")
+        raise click.UsageError("--workers sets the judges of in-process grading; with --executor each job runs one judge "
+                               "per CPU: use --cpus-per-job")
+    if os.path.isdir(output):
+        raise click.BadParameter(f"{output} is a directory; give a file name such as {os.path.join(output, 'graded.jsonl')}",
+                                 param_hint="'--output'")
+    judge_backend = resolve_backend(backend) if executor != "slurm" else backend
     from .datasets import UnknownFormatError, load_adapter
 
     try:
         if adapter is not None:
             dataset_format = load_adapter(adapter).name
-        loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests, tests=test_set)  # type: ignore[arg-type]
+        loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests,  # type: ignore[arg-type]
+                               tests=test_set)  # type: ignore[arg-type]
     except UnknownFormatError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="'--format'") from None
     for error in loaded.errors[:20]:
         click.echo(f"problems: {error}", err=True)
     if not loaded.problems:
-        raise click.ClickException(f"no usable problem in {problems} ({len(loaded.errors)} bad rows); see the messages above")
+        raise click.BadParameter(f"no usable problem in {problems} ({len(loaded.errors)} bad rows); see the messages above",
+                                 param_hint="'--problems'")
     started = time.monotonic()
+    limits = _limits(cpu, memory, wall)
     if executor is not None:
         from .cluster import ClusterError, grade_distributed
 
         try:
             results = grade_distributed(loaded, completions, output, executor=executor, jobs=jobs, cpus_per_job=cpus_per_job,  # type: ignore[arg-type]
-                                        partition=partition, time_min=time_min, backend=backend, workdir=workdir, max_retries=max_retries,
-                                        progress=progress, granularity=granularity, extract=extract, limits=_limits(cpu, memory, wall))  # type: ignore[arg-type]
+                                        partition=partition, time_min=time_min, backend=backend, workdir=workdir,
+                                        max_retries=max_retries,
+                                        progress=progress, granularity=granularity, extract=extract, limits=limits)  # type: ignore[arg-type]
         except ClusterError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(summary(results))
         click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s "
                    f"(run directory {workdir or str(output) + '.shards'})")
-        return
-    from .datasets import read_jsonl
-    from .extract import no_code_hint
-    from .metrics import format_summary, result_row, summarize
+        ctx.exit(exit_code(results))
+    results = _grade_resumable(loaded, problems, completions, output, judge_backend, workers=workers, granularity=granularity,
+                               extract=extract, limits=limits, progress=progress, details=details,
+                               fingerprint_options={"max_tests": max_tests, "min_tests": min_tests, "tests": test_set,
+                                                    "format": dataset_format, "details": details})
+    _report(results, time.monotonic() - started, extract, loaded, summary_path)
+    click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
+    ctx.exit(exit_code(results))
 
-    rows = [row for _, row in read_jsonl(completions)]
-    # Bad lines are RowErrors, graded as invalid rows.
-    results = grade_all(loaded, rows, backend=backend, workers=workers, granularity=granularity,  # type: ignore[arg-type]
-                        extract=extract, limits=_limits(cpu, memory, wall), progress=progress, details=details)
-    write_jsonl_atomic(output, [result_row(row, r) for row, r in zip(rows, results)])
-    numbers = summarize(results, time.monotonic() - started)
+
+def _report(results: list[GradeResult], seconds: float, extract: str, loaded: Any, summary_path: str | None) -> None:
+    """The batch summary people report (pass rates, pass@k, verdicts, tests/s), printed and optionally saved."""
+    from .extract import no_code_hint
+    from .metrics import format_summary, summarize
+
+    click.echo(summary(results))
+    numbers = summarize(results, seconds)
     click.echo(format_summary(numbers))
     hint = no_code_hint(numbers["solution_verdicts"].get("no_code", 0), len(results), extract, set(loaded.formats))
     if hint:
@@ -180,7 +252,66 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         click.echo(hint, err=True)
     if summary_path:
         write_atomic(summary_path, json.dumps(numbers, indent=1) + "\n")
-    click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
+
+
+def _completion_count(path: str) -> int:
+    from .datasets import read_jsonl
+
+    return sum(1 for _ in read_jsonl(path))
+
+
+def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, backend: Any, *, workers: int | None,
+                     granularity: Any, extract: Any, limits: Limits | None, progress: bool,
+                     fingerprint_options: dict[str, Any], details: bool = False) -> list[GradeResult]:
+    """Grade in this process, streaming rows to OUTPUT.partial; resume from it; write OUTPUT."""
+    import dataclasses
+
+    from .api import iter_grade
+    from .partial import PartialOutput, file_digest
+    from .rundir import LockedError, StaleError, fingerprint
+
+    total = _completion_count(completions)
+    key = fingerprint({"problems": file_digest(problems), "completions": file_digest(completions), "backend": backend.name,
+                       "granularity": granularity, "extract": extract,
+                       "limits": dataclasses.asdict(limits) if limits else None, **fingerprint_options})
+    part = PartialOutput(output, key, total)
+    try:
+        part.__enter__()
+    except (StaleError, LockedError) as exc:
+        raise click.UsageError(str(exc)) from None
+    with _sigterm_as_interrupt(), contextlib.closing(part):
+        if part.done:
+            click.echo(f"resuming: {part.done} of {total} rows were graded before ({part.path})", err=True)
+        try:
+            from itertools import islice
+
+            from .datasets import read_jsonl
+            from .metrics import result_row
+
+            rows_in = islice((row for _, row in read_jsonl(completions)), part.done, None)  # extra fields are copied
+            for result, row in zip(iter_grade(loaded, completions, backend=backend, workers=workers, granularity=granularity,
+                                              extract=extract, limits=limits, progress=progress, skip=part.done,
+                                              details=details), rows_in):
+                part.append(result_row(row, result))
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: {part.done} of {total} rows are saved in {part.path}; "
+                       "rerun the same command to grade the rest", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        rows = part.finish()
+    return [GradeResult.from_dict(row) for row in rows]
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (a job's time limit, `kill`) stops grading as Ctrl-C does: rows so far are kept."""
+
+    def __enter__(self) -> None:
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        self.previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
 
 
 @main.command()
@@ -199,8 +330,9 @@ def demo(backend: str, workers: int | None) -> None:
 
     loaded = load_problems(demo_files.problems_path(), min_tests=20)
     rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
+    judge_backend = resolve_backend(backend)
     started = time.monotonic()
-    results = grade_all(loaded, rows, backend=backend, workers=workers, progress=sys.stderr.isatty())
+    results = grade_all(loaded, rows, backend=judge_backend, workers=workers, progress=sys.stderr.isatty())
     click.echo(f"{'task_id':<34} {'verdict':<14} {'passed':>9}  note")
     for row, result in zip(rows, results):
         verdict = result.verdict.value if result.verdict else "invalid"
@@ -208,6 +340,7 @@ def demo(backend: str, workers: int | None) -> None:
     click.echo("")
     click.echo(summary(results))
     click.echo(f"graded {len(results)} completions in {time.monotonic() - started:.1f} s")
+    click.get_current_context().exit(exit_code(results))
 
 
 @main.command()
@@ -218,8 +351,8 @@ def doctor() -> None:
     Example:
       sandbox doctor
     """
-    from .backends import describe_auto
     from .backends import apptainer as app
+    from .backends import describe_auto
     from .machine import probes
 
     for name, ok, detail in probes():
@@ -244,7 +377,8 @@ def image() -> None:
 @image.command("build")
 @click.option("--recipe", type=click.Choice(["debian", "docker"]), default="debian", show_default=True,
               help="debian: debootstrap, needs only a Debian mirror; docker: python:3.12-slim, for clusters.")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Where to write the SIF (default ~/.cache/qrpo/sandbox-debian.sif).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the SIF (default ~/.cache/qrpo/sandbox-debian.sif).")
 @click.option("--force", is_flag=True, help="Rebuild even if the output exists.")
 def image_build(recipe: str, output: str | None, force: bool) -> None:
     """Build the sandbox image (a SIF) from containers/sandbox-*.def.
@@ -270,7 +404,8 @@ def image_build(recipe: str, output: str | None, force: bool) -> None:
 
 
 @image.command("check")
-@click.option("--image", "image_path", type=click.Path(exists=True), default=None, help="The image to check (default: the configured one).")
+@click.option("--image", "image_path", type=click.Path(exists=True), default=None,
+              help="The image to check (default: the configured one).")
 def image_check(image_path: str | None) -> None:
     """Verify that an image runs the judge: grade a known solution in it, check isolation.
 
@@ -301,33 +436,68 @@ def image_check(image_path: str | None) -> None:
     click.echo(f"image {backend.image} works (workers start from {backend.rootfs})")
 
 
+def _memory_size(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[1-9][0-9]*[KMGT]?", value):
+        raise click.BadParameter(f"{value!r} is not a SLURM memory size; for example --mem 8G")
+    return value
+
+
+def _sbatch_items(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    items = {}
+    for item in value:
+        key, sep, setting = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE; for example --sbatch account=abc")
+        items[key.strip().replace("-", "_")] = setting
+    return items
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on; anything but loopback requires --token.")
-@click.option("--port", type=int, default=0, show_default=True, help="TCP port (0: a free one; see --address-file).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; anything but loopback requires --token.")
+@click.option("--port", type=IntIn(0, 65535, 8000), default=0, show_default=True,
+              help="TCP port (0: a free one; see --address-file).")
 @backend_option
 @workers_option
-@click.option("--problems", "-p", type=click.Path(exists=True, dir_okay=False), default=None, help="Problems to preload (any dataset format); requests may also send problems inline.")
-@click.option("--token", envvar="SANDBOX_TOKEN", default=None, help="Require 'Authorization: Bearer TOKEN' on every request [env SANDBOX_TOKEN].")
-@click.option("--address-file", type=click.Path(dir_okay=False), default=None, help="Write host:port (and the token) here, mode 0600, once listening.")
-@click.option("--max-pending", type=int, default=None, help="Completions admitted at once; beyond: 503 + Retry-After (default max(1024, 64 per worker)).")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--problems", "-p", "problem_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Problems to preload (any dataset format; repeatable: the files are merged, a task_id in two files "
+                   "is an error).")
+@limit_options("; requests may ask for less, never more")
+@click.option("--token", envvar="SANDBOX_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on every request [env SANDBOX_TOKEN].")
+@click.option("--address-file", type=click.Path(dir_okay=False), default=None,
+              help="Write host:port (and the token) here, mode 0600, once listening.")
+@click.option("--max-pending", type=IntIn(1, 10_000_000, 4096), default=None,
+              help="Completions admitted at once; beyond: 503 + Retry-After (default max(1024, 64 per worker)).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--slurm", is_flag=True, help="Run the server as a SLURM job (submitit) and wait for its address file.")
 @click.option("--partition", default=None, help="--slurm: partition (default: the cluster's default).")
-@click.option("--time", "time_min", type=int, default=1440, show_default=True, help="--slurm: time limit in minutes.")
-@click.option("--cpus", type=int, default=1, show_default=True, help="--slurm: CPUs for the job (also the default --workers).")
-@click.option("--mem", default=None, help="--slurm: memory, e.g. 8G.")
+@click.option("--time", "time_min", type=IntIn(1, 525_600, 1440), default=1440, show_default=True,
+              help="--slurm: time limit in minutes.")
+@click.option("--cpus", type=IntIn(1, 1024, 16), default=1, show_default=True,
+              help="--slurm: CPUs for the job (also the default --workers).")
+@click.option("--mem", default=None, callback=_memory_size, help="--slurm: memory, e.g. 8G.")
 @click.option("--job-name", default="sandbox-serve", show_default=True, help="--slurm: job name.")
-@click.option("--log-dir", type=click.Path(file_okay=False), default="sandbox-serve-logs", show_default=True, help="--slurm: submitit folder (job logs).")
-@click.option("--sbatch", "sbatch_params", multiple=True, metavar="KEY=VALUE", help="--slurm: extra sbatch option, e.g. --sbatch account=abc (repeatable).")
-@click.option("--wait", type=float, default=600, show_default=True, help="--slurm: seconds to wait for the address file.")
-def serve(host: str, port: int, backend: str, workers: int | None, problems: str | None, token: str | None, address_file: str | None,
-          max_pending: int | None, log_level: str, slurm: bool, partition: str | None, time_min: int, cpus: int, mem: str | None,
-          job_name: str, log_dir: str, sbatch_params: tuple[str, ...], wait: float) -> None:
+@click.option("--log-dir", type=click.Path(file_okay=False), default="sandbox-serve-logs", show_default=True,
+              help="--slurm: submitit folder (job logs).")
+@click.option("--sbatch", "sbatch_params", multiple=True, metavar="KEY=VALUE", callback=_sbatch_items,
+              help="--slurm: extra sbatch option, e.g. --sbatch account=abc (repeatable).")
+@click.option("--wait", type=FloatIn(0, 86_400, 600, low_open=True), default=600, show_default=True,
+              help="--slurm: seconds to wait for the address file.")
+def serve(host: str, port: int, backend: str, workers: int | None, problem_files: tuple[str, ...], cpu: float | None,
+          memory: int | None, wall: float | None, token: str | None, address_file: str | None, max_pending: int | None,
+          log_level: str, slurm: bool, partition: str | None, time_min: int, cpus: int, mem: str | None, job_name: str,
+          log_dir: str, sbatch_params: dict[str, str], wait: float) -> None:
     """Serve grading over HTTP from a warm pool (POST /grade, GET /health).
+
+    --cpu, --memory and --wall are the limits every request is graded with, and the most a
+    request may ask for (its "limits" field may lower them).
 
     \b
     Examples:
       sandbox serve --backend bubblewrap --problems problems.jsonl --address-file ~/sandbox.addr
+      sandbox serve -p leetcode-train.jsonl -p leetcode-test.jsonl --cpu 2 --memory 2048 --wall 5
       sandbox serve --slurm --cpus 16 --host 0.0.0.0 --token "$(openssl rand -hex 16)" \\
           --problems problems.jsonl --address-file /shared/sandbox.addr
     Clients: sandbox.client.SandboxClient("/shared/sandbox.addr").grade(problems, rows)
@@ -337,25 +507,33 @@ def serve(host: str, port: int, backend: str, workers: int | None, problems: str
     try:
         service.check_binding(host, token)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    options = {"host": host, "port": port, "backend": backend, "workers": workers, "problems": problems, "token": token,
-               "max_pending": max_pending, "log_level": log_level}
+        raise click.BadParameter(str(exc), param_hint="'--host'") from None
+    if slurm and address_file is None:
+        raise click.UsageError("--slurm needs --address-file (on a filesystem both the job and the clients see)")
+    if not slurm:
+        ctx = click.get_current_context()
+        given = [name for name in ("partition", "time_min", "cpus", "mem", "sbatch_params", "wait")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            flag = given[0].replace("_min", "").replace("_params", "").replace("_", "-")
+            raise click.UsageError(f"--{flag} applies to --slurm only")
+    try:
+        table = service.load_problem_files(problem_files) if problem_files else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--problems'") from None
+    limits = _limits(cpu, memory, wall) or Limits()
+    options: dict[str, Any] = {"host": host, "port": port, "backend": backend, "workers": workers, "token": token,
+                               "max_pending": max_pending, "log_level": log_level, "limits": limits}
     if not slurm:
         try:
-            service.serve(address_file=address_file, **options)
+            service.serve(address_file=address_file, problems=table, **(options | {"backend": resolve_backend(backend)}))
         except (ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
         return
-    if address_file is None:
-        raise click.ClickException("--slurm needs --address-file (on a filesystem both the job and the clients see)")
-    additional = {}
-    for item in sbatch_params:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.ClickException(f"--sbatch expects KEY=VALUE, got {item!r}")
-        additional[key.strip().replace("-", "_")] = value
+    assert address_file is not None
     job = service.submit_slurm(address_file=address_file, log_dir=log_dir, partition=partition, time_min=time_min, cpus=cpus,
-                               mem=mem, job_name=job_name, additional=additional or None, **options)
+                               mem=mem, job_name=job_name, additional=sbatch_params or None,
+                               problems=[os.path.abspath(p) for p in problem_files] or None, **options)
     click.echo(f"job_id: {job.job_id}")
     try:
         address = service.wait_for_address(job, address_file, wait)

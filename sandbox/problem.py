@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .judge.verdicts import VERDICTS, VerdictName  # noqa: F401  defined once, in the judge
+
 TestKind = Literal["function", "stdio"]
 Granularity = Literal["per_test", "per_solution"]
 

@@ -46,7 +46,7 @@ from typing import Any
 
 from .extract import POLICIES
 from .pool import Job, Pool
-from .problem import GradeResult, Problem
+from .problem import GradeResult, Limits, Problem
 
 log = logging.getLogger("sandbox.server")
 
@@ -56,6 +56,7 @@ MAX_REQUEST_THREADS = 256  # requests graded at once (each waits in a thread for
 TOKEN_ENV = "SANDBOX_TOKEN"
 
 _STOP = object()
+LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
 
 
 class RequestError(ValueError):
@@ -200,6 +201,51 @@ def _load_problem_rows(rows: list[Any], where: str) -> dict[str, Problem]:
     return dict(loaded.problems)
 
 
+def load_problem_files(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Problem]:
+    """The problems of several dataset files, merged; a task_id in two files is a ValueError naming both."""
+    from .datasets import load_problems
+
+    table: dict[str, Problem] = {}
+    origin: dict[str, str] = {}
+    for path in paths:
+        loaded = load_problems(path)
+        for error in loaded.errors[:20]:
+            log.warning("problems: %s: %s", path, error)
+        if not loaded.problems:
+            raise ValueError(f"no usable problem in {path} ({len(loaded.errors)} bad rows)")
+        for task_id, problem in loaded.problems.items():
+            if task_id in origin:
+                raise ValueError(f"task_id {task_id!r} is in both {origin[task_id]} and {path}; give each problem one task_id")
+            origin[task_id] = str(path)
+            table[task_id] = problem
+    return table
+
+
+def request_limits(asked: Any, maxima: Limits) -> Limits:
+    """The limits a request is graded with: the server's limits (its defaults and maxima), lowered
+    where the request's `limits` object asks, e.g. {"cpu_s": 0.5}; more than the maximum is refused."""
+    if asked is None:
+        return maxima
+    if not isinstance(asked, dict):
+        raise RequestError("'limits' must be an object such as {\"cpu_s\": 0.5, \"memory_mb\": 512}")
+    changes: dict[str, Any] = {}
+    for key, value in asked.items():
+        if key not in LIMIT_FIELDS:
+            raise RequestError(f"'limits.{key}' is not a limit; known: {', '.join(LIMIT_FIELDS)}")
+        top = getattr(maxima, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= top:
+            raise RequestError(f"'limits.{key}' must be a number in (0, {top}] (this server's maximum), got {value!r}")
+        changes[key] = type(top)(value)
+    return dataclasses.replace(maxima, **changes)
+
+
+def capped(problem: Problem, limits: Limits) -> Problem:
+    """`problem` with no limit above `limits` (a problem's own lower limits are kept)."""
+    own = problem.limits
+    lowered = {f: min(getattr(own, f), getattr(limits, f)) for f in LIMIT_FIELDS}
+    return problem.with_limits(Limits(**lowered))
+
+
 def parse_grade_request(payload: Any, preloaded: Mapping[str, Problem]) -> tuple[dict[str, Problem], list[Any], str, str]:
     """(problems table, completions rows, granularity, extract) for one /grade body, or RequestError."""
     if not isinstance(payload, dict):
@@ -288,7 +334,9 @@ def check_binding(host: str, token: str | None) -> None:
 
 
 class ServiceState:
-    def __init__(self, pool: Pool, dispatcher: Dispatcher, problems: dict[str, Problem], token: str | None, max_pending: int) -> None:
+    def __init__(self, pool: Pool, dispatcher: Dispatcher, problems: dict[str, Problem], token: str | None, max_pending: int,
+                 limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self.pool = pool
         self.dispatcher = dispatcher
         self.problems = problems
@@ -331,15 +379,18 @@ class ServiceState:
             "rejected": self.rejected,
             "restarts": self.pool.restarts,
             "problems": len(self.problems),
+            "limits": dataclasses.asdict(self.limits),
             "auth": self.token is not None,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
         }
 
 
-def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_pending: int = DEFAULT_MAX_PENDING) -> Any:
+def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_pending: int = DEFAULT_MAX_PENDING,
+               limits: Limits | None = None) -> Any:
     """The FastAPI app serving `pool` (started here if it is not yet). The caller owns the pool
-    and closes it after the server stops. `problems`: anything `sandbox.api.as_problems` takes."""
+    and closes it after the server stops. `problems`: anything `sandbox.api.as_problems` takes.
+    `limits`: every request is graded with these (default `Limits()`), or lower ones it asks for."""
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -351,7 +402,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
     table = as_problems(problems) if problems is not None else {}
     pool.start()
     dispatcher = Dispatcher(pool)
-    state = ServiceState(pool, dispatcher, table, token or None, max_pending)
+    state = ServiceState(pool, dispatcher, table, token or None, max_pending, limits)
 
     from contextlib import asynccontextmanager
 
@@ -407,6 +458,9 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
 
         def work() -> list[GradeResult]:  # in a thread: loading inline problems and grading both block
             table, rows, granularity, extract = parse_grade_request(payload, state.problems)
+            limits = request_limits(payload.get("limits"), state.limits)
+            used = {str(row.get("task_id")) for row in rows if isinstance(row, dict)}
+            table = {task_id: capped(problem, limits) for task_id, problem in table.items() if task_id in used}
             return grade(table, rows, pool=state.dispatcher, granularity=granularity, extract=extract)
 
         results: list[GradeResult] = []
@@ -512,11 +566,12 @@ def serve(
     port: int = 0,
     backend: str = "auto",
     workers: int | None = None,
-    problems: str | os.PathLike[str] | None = None,
+    problems: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Mapping[str, Problem] | None = None,
     token: str | None = None,
     address_file: str | os.PathLike[str] | None = None,
     max_pending: int | None = None,
     log_level: str = "info",
+    limits: Limits | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM (what `sandbox serve` and its
@@ -525,15 +580,12 @@ def serve(
     token = token or os.environ.get(TOKEN_ENV) or None
     check_binding(host, token)
     table: dict[str, Problem] = {}
-    if problems is not None:
-        from .datasets import load_problems
-
-        loaded = load_problems(problems)
-        for error in loaded.errors[:20]:
-            log.warning("problems: %s", error)
-        if not loaded.problems:
-            raise ValueError(f"no usable problem in {problems} ({len(loaded.errors)} bad rows)")
-        table = dict(loaded.problems)
+    if isinstance(problems, Mapping):
+        table = dict(problems)
+    elif isinstance(problems, (str, os.PathLike)):
+        table = load_problem_files([problems])
+    elif problems is not None:
+        table = load_problem_files(problems)
     sock = bind_socket(host, port)
     address = advertised_address(host, sock)
     pool = Pool(backend, workers=workers)
@@ -559,7 +611,7 @@ def serve(
 
     try:
         pool.start()
-        app = create_app(pool, table, token, max_pending or max(DEFAULT_MAX_PENDING, pool.size * 64))
+        app = create_app(pool, table, token, max_pending or max(DEFAULT_MAX_PENDING, pool.size * 64), limits)
         _uvicorn_server(app, log_level, started, stopped).run(sockets=[sock])
     finally:
         sock.close()
@@ -641,7 +693,7 @@ def submit_slurm(
     if address_file.exists():
         address_file.unlink()  # a stale address must not be mistaken for the new server's
     options["address_file"] = str(address_file)
-    if options.get("problems") is not None:
+    if isinstance(options.get("problems"), (str, os.PathLike)):
         options["problems"] = str(Path(options["problems"]).absolute())
     if options.get("workers") is None:
         options["workers"] = cpus
@@ -700,8 +752,10 @@ __all__ = [
     "check_binding",
     "create_app",
     "is_loopback",
+    "load_problem_files",
     "parse_grade_request",
     "read_address_file",
+    "request_limits",
     "serve",
     "submit_slurm",
     "wait_for_address",

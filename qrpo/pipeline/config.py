@@ -28,8 +28,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from sandbox.extract import Policy as ExtractPolicy
 from sandbox.problem import Granularity
 
-from .prompts import PromptStyle
+from .prompts import GradedPreamble, PromptStyle
 from .sampling import DType, Engine
+from .splits import SplitMethod
 
 # TODO(h18s merge): sandbox.problem.ExecutorKind (the same two values, for sharded grading) replaces this one.
 ExecutorKind = Literal["local", "slurm"]  # where the heavy work runs (`executor.make_executor`)
@@ -37,6 +38,17 @@ PairTies = Literal["keep", "drop"]  # pairs whose two rewards are equal: kept (t
 Launcher = Literal["python", "accelerate"]  # how a training run starts (`python -m` or `accelerate launch`)
 Checkpoints = Literal["all", "final"]  # which checkpoints of a training run are evaluated
 Oracle = Literal["solution", "empty"]  # policies without a model: the dataset's solutions, or nothing
+# The answer the length filter counts with the prompt: the dataset's `response` (an LLM answer; the reference
+# code's filter) or its canonical solution (the project's: the answer the oracle grades; `response` is empty
+# for about half of the v0.3.1 test rows, which then count the prompt alone).
+LengthAnswer = Literal["response", "solution"]
+# offpolicy2best when all of a prompt's first `best_of` rewards tie: same (the reference code: best and worst are
+# both the first completion, a pair of one text with itself) or distinct (the project's: the second completion
+# is the rejected one, so the pair holds two texts).
+BestWorstTies = Literal["same", "distinct"]
+# Checkpoint selection: method (the reference: per loss type, the best selection score over every run and
+# checkpoint of that method, the reference model as checkpoint-0 among them) or run (the project's: per run).
+SelectionScope = Literal["method", "run"]
 EXECUTORS: tuple[ExecutorKind, ...] = get_args(ExecutorKind)
 PAIRS_PATTERN = re.compile(r"^(offline|offpolicy2best|offpolicy(\d+)random)$")
 SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -158,8 +170,14 @@ class DataConfig(Section):
     max_tests: Positive | None = Field(default=100, description="Grade the first N tests of each problem (the paper).")
     max_tokens: Positive | None = Field(default=2048, description="Drop problems whose chat (prompt + the dataset's answer) "
                                         "is longer (the paper).")
+    length_answer: LengthAnswer = Field(default="response", description="The answer max_tokens counts: response (the "
+                                        "reference code) or solution (the canonical solution).")
+    graded_preamble: GradedPreamble = Field(default="pre_code", description="What paper-style LeetCode solutions run "
+                                            "after: pre_code (the reference code) or pre_code+dataset.")
     reporting_fraction: Number = Field(default=0.5, description="Share of the test split for reporting; the rest selects "
                                        "checkpoints.")
+    split_method: SplitMethod = Field(default="sklearn", description="sklearn: the reference code's stratified halves; "
+                                      "per-difficulty: the project's, independent of row order.")
     split_seed: int = 43
 
 
@@ -206,6 +224,25 @@ class BuildConfig(Section):
     pointwise_samples: Positive | None = Field(default=None, description="Pointwise: completions per prompt that become rows.")
     pair_ties: PairTies = "keep"
     best_of: Positive = Field(default=6, description="offpolicy2best: among how many completions.")
+    best_worst_ties: BestWorstTies = Field(default="same", description="offpolicy2best when every reward ties: same "
+                                           "(the reference code: the first completion on both sides) or distinct.")
+
+
+class SftConfig(Section):
+    """The optional `sft` stage: the reference code's "sft" setting. The model is first fine-tuned on the training
+    problems' chats (prompt + the dataset's `response`, or its solution), every token counted as TRL's
+    SFTTrainer does on messages; the result is the reference policy of generate, train and evaluate (evaluated
+    as checkpoint-0). Off (the "nosft" setting): the model as it is.
+
+    `args` are trl.SFTConfig / TrainingArguments fields (the reference: 3 epochs, lr 5e-7, batch 128, cosine,
+    10% warmup, max_grad_norm 10, max_length 2048, drop_last); `total_batch_size` sets gradient accumulation
+    from the processes and the per-device batch; launcher, accelerate config and SLURM resources are train's."""
+
+    enabled: bool = False
+    answer: LengthAnswer = Field(default="response", description="The assistant turn trained on: response (the reference "
+                                 "code) or solution (the canonical solution).")
+    total_batch_size: Positive | None = None
+    args: Arguments = Field(default_factory=dict)
 
 
 class TrainConfig(Section):
@@ -234,6 +271,8 @@ class EvaluateConfig(Section):
     reference: bool = Field(default=True, description="Also evaluate the reference model (step 0).")
     kl: bool = Field(default=True, description="KL(policy || reference) on the policy's samples.")
     oracles: list[Oracle] = Field(default_factory=list)
+    selection: SelectionScope = Field(default="method", description="method: also pick per loss type over every run's "
+                                      "checkpoints and the reference model (the reference code); run: per run only.")
 
 
 class SlurmJobConfig(Section):
@@ -267,6 +306,7 @@ class PipelineConfig(Section):
     data: DataConfig = DataConfig()
     generate: GenerateConfig = GenerateConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    sft: SftConfig = SftConfig()
     build: BuildConfig = BuildConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -461,6 +501,13 @@ def check_source(key: str, source: SourceConfig) -> None:
             raise ConfigError(f"config key '{key}.format' is {source.format!r}; choose one of: {', '.join(choices)}")
     if source.path == "demo" or is_hub_dataset(source.path):
         return
+    from qrpo import tasks
+
+    try:
+        if tasks.source_split(source.path) is not None:  # qrpo-tasks:train / qrpo-tasks:test
+            return
+    except ValueError as error:
+        raise ConfigError(f"config key '{key}.path': {error}") from None
     if not Path(source.path).expanduser().is_file():
         raise ConfigError(f"{key}.path {source.path} does not exist; give a JSONL(.gz) file of problems, demo, "
                           "or a Hugging Face dataset id")

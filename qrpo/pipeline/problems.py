@@ -17,12 +17,16 @@ from .errors import StageError
 
 
 def load_source(key: str, source: SourceConfig, data: DataConfig) -> LoadedProblems:
-    """The problems of one source (a file, `demo`, or a hub dataset), with the min/max tests filters."""
+    """The problems of one source (a file, `demo`, `qrpo-tasks:SPLIT`, or a hub dataset), with the min/max tests filters."""
+    from qrpo import tasks
+
     rows: Any
     if source.path == "demo":
         from sandbox import demo
 
         rows = demo.problems_path()
+    elif (task_split := tasks.source_split(source.path)) is not None:
+        rows = tasks.rows(task_split)  # the procedural task shipped in qrpo.tasks
     elif is_hub_dataset(source.path):
         rows = _hub_rows(key, source)
     else:

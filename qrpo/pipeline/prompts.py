@@ -6,8 +6,8 @@ will run after the following definitions and imports, which may or may not be ne
 model to add any missing imports, and an empty "# Additional imports." slot at the top of the starter code.
 The prompt is the single user message of a chat, without a system prompt.
 
-What the prompt promises must hold when grading, so `PRE_CODE` is also put in front of each problem's own
-preamble (`graded_preamble`): the dataset's definitions come last and win where both define a name.
+What the prompt promises must hold when grading, so `PRE_CODE` is what the solution runs after
+(`graded_preamble`): alone, as the reference code, or followed by the problem's own preamble.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from sandbox.problem import Problem
 # paper: LeetCode queries rewritten as the paper does (and instructions for other formats); plain: as they are.
 PromptStyle = Literal["paper", "plain"]
 PROMPT_STYLES: tuple[PromptStyle, ...] = get_args(PromptStyle)
+# What a paper-style LeetCode solution runs after. pre_code: PRE_CODE alone, as the reference code grades
+# (`pre_code + extracted code`), so a name only the dataset's preamble imports fails. pre_code+dataset: the
+# project's, PRE_CODE then the dataset's own preamble (its `prompt` field), which the dataset's tests and
+# canonical solutions were written against (e.g. `from sortedcontainers import SortedList`).
+GradedPreamble = Literal["pre_code", "pre_code+dataset"]
+GRADED_PREAMBLES: tuple[GradedPreamble, ...] = get_args(GradedPreamble)
 
 PRE_CODE = """import collections
 import itertools
@@ -153,11 +159,12 @@ def chat_prompt(problem: Problem, style: PromptStyle) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt_text(problem, style)}]
 
 
-def graded_preamble(problem: Problem, style: PromptStyle) -> str:
-    """The preamble the solution runs after: the paper's pre-code when the prompt promised it, then the
-    problem's own preamble (so the dataset's definitions win)."""
+def graded_preamble(problem: Problem, style: PromptStyle, preamble: GradedPreamble = "pre_code") -> str:
+    """The preamble the solution runs after: for a paper-style LeetCode query the pre-code the prompt promised,
+    alone (`pre_code`, the reference) or followed by the problem's own preamble (`pre_code+dataset`: the
+    dataset's definitions win); for any other problem its own preamble."""
     if style == "paper" and is_leetcode_query(problem):
-        return PRE_CODE + "\n" + problem.preamble
+        return PRE_CODE if preamble == "pre_code" else PRE_CODE + "\n" + problem.preamble
     return problem.preamble
 
 

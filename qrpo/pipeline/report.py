@@ -94,7 +94,7 @@ def write_report(ctx: StageContext, results: list[tuple[Policy, list[dict[str, A
         report_policies.append({"policy": policy.key, "run": policy.run, "step": policy.step, "path": policy.path,
                                 **summarize(rows, seeds)})
     save_table(all_rows, folder / "results")
-    runs = select_checkpoints(report_policies)
+    runs = select_checkpoints(report_policies, run_methods(ctx.config) if ctx.config.evaluate.selection == "method" else None)
     report = {
         "metric": "Avg. Pass % = 100 x mean over test prompts of (tests passed / tests), averaged over seeds",
         "seeds": seeds, "test_prompts": len(test),
@@ -112,15 +112,26 @@ def write_report(ctx: StageContext, results: list[tuple[Policy, list[dict[str, A
     return summary
 
 
-def select_checkpoints(report_policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per run (and the reference, and each oracle): the checkpoint with the best selection Avg. Pass, and
-    what it scores on the reporting subset."""
+def select_checkpoints(report_policies: list[dict[str, Any]], methods: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The policy with the best selection Avg. Pass in each group, and what it scores on the reporting subset.
+
+    Groups: each run (and the reference, and each oracle) on its own; with `methods` (run -> method, e.g. its
+    loss type; `evaluate.selection: method`) also each method, over every checkpoint of its runs and the
+    reference model (checkpoint-0), as the reference code picks a method's (beta, lr, checkpoint). Ties go to
+    the lower step (checkpoint-0 first, as it is the first row of each run there), then to the run name."""
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for entry in report_policies:
         by_run[entry["run"] if entry["run"] != "oracle" else entry["policy"]].append(entry)
+    if methods:
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for run, method in methods.items():
+            groups[f"method:{method}"] += by_run.get(run, [])
+        for name in groups:
+            groups[name] = by_run.get("reference", []) + groups[name]
+        by_run = {**groups, **by_run}
     out = []
     for run, entries in by_run.items():
-        best = max(entries, key=lambda e: (e["subsets"]["selection"]["avg_pass"], -(e["step"] or 0)))
+        best = min(entries, key=lambda e: (-e["subsets"]["selection"]["avg_pass"], e["step"] or 0, e["run"]))
         out.append({"run": run, "selected": best["policy"], "step": best["step"],
                     "selection_avg_pass": best["subsets"]["selection"]["avg_pass"],
                     "reporting_avg_pass": best["subsets"]["reporting"]["avg_pass"],
@@ -128,6 +139,13 @@ def select_checkpoints(report_policies: list[dict[str, Any]]) -> list[dict[str, 
                     "reporting_strict_pass@1": best["subsets"]["reporting"]["strict_pass@1"],
                     "reporting_kl": best["subsets"]["reporting"]["kl"]})
     return sorted(out, key=lambda e: -e["selection_avg_pass"])
+
+
+def run_methods(config: Any) -> dict[str, str]:
+    """Each training run's method: its loss type (QRPOConfig's default, qrpo, when unset)."""
+    from .sweep import expand_sweep
+
+    return {run.name: str({**config.train.args, **run.args}.get("loss_type", "qrpo")) for run in expand_sweep(config)}
 
 
 def markdown(report: dict[str, Any], name: str) -> str:

@@ -32,7 +32,13 @@ class StageContext:
         print(f"qrpo {self.stage}: {message}", file=sys.stderr, flush=True)
 
     def model_path(self) -> str:
-        """The reference model: the tiny model the `model` stage built, or the configured id or directory."""
+        """The reference policy: the `sft` stage's model when it is on, else the base model."""
+        if self.config.sft.enabled:
+            return str(self.layout.stage("sft").resolve() / "model")
+        return self.base_model_path()
+
+    def base_model_path(self) -> str:
+        """The configured model: the tiny model the `model` stage built, or the configured id or directory."""
         if self.config.model.is_tiny:
             return str(self.layout.model.resolve())
         local = Path(self.config.model.name_or_path).expanduser()

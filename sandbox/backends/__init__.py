@@ -51,4 +51,5 @@ def describe_auto() -> list[tuple[str, bool, str]]:
     return out
 
 
-__all__ = ["ApptainerBackend", "Backend", "BackendUnavailable", "BubblewrapBackend", "ProcessBackend", "get_backend", "describe_auto", "BACKENDS"]
+__all__ = ["ApptainerBackend", "Backend", "BackendUnavailable", "BubblewrapBackend", "ProcessBackend", "get_backend",
+           "describe_auto", "BACKENDS"]

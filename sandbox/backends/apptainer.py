@@ -89,7 +89,9 @@ def cgroups_usable() -> tuple[bool, str]:
     cgroup v2 unified hierarchy with the controllers delegated to them."""
     unified = Path("/sys/fs/cgroup/cgroup.controllers")
     if os.geteuid() == 0:
-        return (True, "root can use cgroups") if Path("/sys/fs/cgroup/memory").exists() or unified.exists() else (False, "no cgroup hierarchy")
+        if Path("/sys/fs/cgroup/memory").exists() or unified.exists():
+            return True, "root can use cgroups"
+        return False, "no cgroup hierarchy"
     if not unified.exists():
         return False, "cgroup v1 host: limits for unprivileged users come from rlimits"
     try:
@@ -155,6 +157,7 @@ class ApptainerBackend(Backend):
             return target
         self.unpack_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.unpack_root))
+        assert self.apptainer, "prepare() checked availability"
         try:
             with spython_client(self.apptainer) as client:
                 client.build(recipe=sif, image=str(staging / "rootfs"), sandbox=True, sudo=False, force=True, quiet=True)

@@ -35,8 +35,8 @@ class Backend(abc.ABC):
     def judge_env(self) -> dict[str, str]:
         return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027  optional hook: most backends need no preparation
         """One-time work before starting workers (e.g. unpacking an image)."""
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> None:  # noqa: B027  optional hook
         """Undo `prepare`."""

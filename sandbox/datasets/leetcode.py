@@ -87,6 +87,8 @@ class LeetCodeAdapter(Adapter):
             metadata["starter_code"] = starter_code
         if isinstance(row.get("completion"), str) and row["completion"].strip():
             metadata["canonical_solution"] = row["completion"]
+        if isinstance(row.get("response"), str):  # the dataset's LLM answer: the QRPO paper's length filter counts it
+            metadata["response"] = row["response"]
         return Problem(
             task_id=task_id,
             prompt=query,

@@ -137,14 +137,18 @@ def classify(tree: ast.Module, candidate: str) -> TestForm:
             loops = True
     trusted = not escapes and all(id(n) in call_funcs for n in uses)
     if trusted and len(uses) > 1:  # a call nested in another call's arguments
-        for call in calls:
-            for arg in [*call.args, *(k.value for k in call.keywords)]:
+        for nested in calls:
+            for arg in [*nested.args, *(k.value for k in nested.keywords)]:
                 if any(isinstance(n, ast.Name) and n.id == candidate for n in _walk(arg)):
                     trusted = False
     single = trusted and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert) and len(calls) == 1 and not loops
-    stores = {n.id for n in _walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} if len(tree.body) > 1 else set()
+    stores: set[str] = set()
+    if len(tree.body) > 1:
+        stores = {n.id for n in _walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     call = calls[0] if single else None
-    call_names = {n.id for a in [*call.args, *(k.value for k in call.keywords)] for n in _walk(a) if isinstance(n, ast.Name)} if call else set()
+    call_names: set[str] = set()
+    if call is not None:
+        call_names = {n.id for a in [*call.args, *(k.value for k in call.keywords)] for n in _walk(a) if isinstance(n, ast.Name)}
     return TestForm(trusted, single, frozenset(names), frozenset(stores), call, frozenset(call_names))
 
 

@@ -19,9 +19,25 @@ import collections
 import re
 from typing import Any
 
-MAX_NODES = 2_000_000
+# Budgets, charged before any work: a reply that is cheap to send must not be expensive to
+# decode, hash or compare. The frame size (the judge's REPLY_LIMIT) bounds the bytes; these bound
+# the objects. `MAX_EXPANDED` counts a shared part each time it is reached (what `==`, hashing
+# and repr walk); `MAX_DEPTH` bounds container nesting (CPython hashes tuples recursively in C
+# without a depth guard), restarting below each helper object; `MAX_SAME_HASH` bounds keys of one
+# set or dict with the same hash (colliding keys make building it quadratic).
+MAX_NODES = 200_000
+MAX_ITEMS = 1_000_000
+MAX_EXPANDED = 8_000_000
+MAX_DEPTH = 2_000
+MAX_SAME_HASH = 64
 MAX_INT_HEX_DIGITS = 1_000_000  # HumanEval+/83 and /139 return ints of ~100k digits (evalplus accepts them)
+# JSON arrays and objects in one frame that carries a value, counted before the JSON is parsed
+# (a node is two, a reference one, a dict item three).
+MAX_FRAME_CONTAINERS = 1_000_000
+MAX_FRAME_COMMAS = 2 * MAX_ITEMS + 4 * MAX_NODES  # values are separated by commas: a bound on them
 SMALL_INT = 1 << 63
+_SCALAR_TYPES = {type(None), bool, int, float, str}
+_ATOMS = ("int", "bytes", "complex")
 _HEX = re.compile(r"-?[0-9a-f]+")
 _DICT_TAGS = ("dict", "Counter", "OrderedDict", "defaultdict")
 
@@ -34,11 +50,16 @@ class EncodeError(TypeError):
     """A value holds a type that is not plain data (a function, a generator, a custom class)."""
 
 
+class TooLarge(DecodeError, EncodeError):
+    """A value over one of the budgets: the solution's runtime error, never the judge's."""
+
+
 _SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset", collections.deque: "deque"}
 # Standard-library dict types solutions commonly return (MBPP's freq_count returns a Counter):
 # sent as their items, rebuilt as the same stdlib type. A defaultdict's factory is kept only if
 # it is a builtin type; otherwise it arrives as None.
-_DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict", collections.defaultdict: "defaultdict"}
+_DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict",
+                           collections.defaultdict: "defaultdict"}
 _FACTORIES: dict[str, type] = {t.__name__: t for t in (int, float, str, list, dict, set, tuple, bool)}
 
 
@@ -46,27 +67,33 @@ class MatchView:
     """What a `re.Match` returned by a solution becomes in the judge: its text, groups and
     spans, truthy like a match (MBPP tests do `assert text_match(s)`)."""
 
-    def __init__(self, groups: list, spans: list, named: dict) -> None:
+    def __init__(self, groups: list[Any], spans: list[tuple[int, int]], named: dict[str, Any]) -> None:
         self._groups, self._spans, self._named = groups, spans, named
 
     def group(self, *indices: int | str) -> Any:
         picked = [self._named[i] if isinstance(i, str) else self._groups[i] for i in (indices or (0,))]
         return picked[0] if len(picked) == 1 else tuple(picked)
 
-    def groups(self) -> tuple:
+    def groups(self) -> tuple[Any, ...]:
         return tuple(self._groups[1:])
 
-    def groupdict(self) -> dict:
+    def groupdict(self) -> dict[str, Any]:
         return dict(self._named)
 
     def span(self, i: int = 0) -> tuple[int, int]:
-        return tuple(self._spans[i])  # type: ignore[return-value]
+        start, end = self._spans[i]
+        return start, end
 
     def start(self, i: int = 0) -> int:
         return self._spans[i][0]
 
     def end(self, i: int = 0) -> int:
         return self._spans[i][1]
+
+    def encoded(self) -> tuple[list[Any], list[list[int]], list[tuple[str, Any]]]:
+        """What it was made from: a value the solution returned crosses back unchanged (a test
+        that passes it to the candidate again is still judged here, never demoted)."""
+        return list(self._groups), [list(sp) for sp in self._spans], list(self._named.items())
 
     def __getitem__(self, i: int | str) -> Any:
         return self.group(i)
@@ -78,14 +105,15 @@ class MatchView:
         return f"<match span={tuple(self._spans[0])} group={self._groups[0]!r}>"
 
 
-def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> dict:
+def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> dict[str, Any]:
     """Encode `value` as plain data. Exact type checks: a subclass of int with a rigged `__eq__`
     is not an int here. `helper_types` maps class names to the classes allowed as objects."""
     helpers = {cls: name for name, cls in (helper_types or {}).items()}
     nodes: list[Any] = []
     index: dict[int, int] = {}
     keep_alive: list[Any] = []
-    work: list[tuple[Any, list[Any] | None, int]] = []
+    work: list[tuple[Any, list[Any], int, int]] = []
+    level = [0]  # nesting depth of the container whose body is being encoded
 
     def ref(obj: Any) -> Any:
         t = type(obj)
@@ -95,34 +123,37 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             if -SMALL_INT < obj < SMALL_INT:
                 return obj
             if len(nodes) >= max_nodes:
-                raise EncodeError(f"value has more than {max_nodes} parts")
+                raise TooLarge(f"value has more than {max_nodes} parts")
             nodes.append(["int", format(obj, "x")])
             return [len(nodes) - 1]
         key = id(obj)
         if key in index:
             return [index[key]]
         if len(nodes) >= max_nodes:
-            raise EncodeError(f"value has more than {max_nodes} parts")
+            raise TooLarge(f"value has more than {max_nodes} parts")
         i = len(nodes)
         index[key] = i
         keep_alive.append(obj)
         if t in _SEQUENCES:
             nodes.append([_SEQUENCES[t], None])
-            work.append((obj, nodes[i], 1))
+            work.append((obj, nodes[i], 1, level[0] + 1))
         elif t in _DICTS:
             if t is collections.defaultdict:
                 factory = obj.default_factory
                 nodes.append(["defaultdict", None, factory.__name__ if factory in _FACTORIES.values() else None])
             else:
                 nodes.append([_DICTS[t], None])
-            work.append((obj, nodes[i], 1))
+            work.append((obj, nodes[i], 1, level[0] + 1))
         elif t is re.Match:
             groups = [obj.group(g) for g in range(obj.re.groups + 1)]
             spans = [list(obj.span(g)) for g in range(obj.re.groups + 1)]
             nodes.append(["match", [ref(g) for g in groups], spans, [[k, ref(v)] for k, v in obj.groupdict().items()]])
+        elif t is MatchView:
+            groups, spans, named = obj.encoded()
+            nodes.append(["match", [ref(g) for g in groups], spans, [[k, ref(v)] for k, v in named]])
         elif t in helpers:
             nodes.append(["obj", helpers[t], None])
-            work.append((obj, nodes[i], 2))
+            work.append((obj, nodes[i], 2, 0))
         elif t is bytes:
             nodes.append(["bytes", obj.hex()])
         elif t is complex:
@@ -133,7 +164,11 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
 
     root = ref(value)
     while work:
-        obj, node, slot = work.pop()
+        obj, node, slot, level[0] = work.pop()
+        if level[0] > MAX_DEPTH:  # a lower bound of its depth: refuse before encoding the rest
+            raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
+        if node[0] in _DICT_TAGS or node[0] in ("set", "frozenset"):
+            _guard_hashes(list(obj))  # decode would refuse it
         if node[0] in _DICT_TAGS:
             node[slot] = [[ref(k), ref(v)] for k, v in obj.items()]
         elif node[0] == "obj":
@@ -141,7 +176,116 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             node[slot] = [[str(k), ref(v)] for k, v in attrs.items() if type(k) is str]
         else:
             node[slot] = [ref(v) for v in obj]
-    return {"root": root, "nodes": nodes}
+    document = {"root": root, "nodes": nodes}
+    check_budgets(nodes)  # what decode would refuse, encode refuses: the same function decides
+    return document
+
+
+def check_budgets(raw: list[Any]) -> None:
+    """Charge a document's nodes, values, expanded size and nesting depth against the budgets
+    before anything is built. Raises TooLarge. Iterative: no depth of input can recurse here."""
+    n = len(raw)
+    if n > MAX_NODES:
+        raise TooLarge(f"value has more than {MAX_NODES} parts")
+    kids: list[list[int]] = []
+    scalars: list[int] = []
+    items = 0
+    arrays = 2  # the document's root reference and node list
+    forward = True  # every reference points to a later node
+    for j, node in enumerate(raw):
+        refs: list[int] = []
+        own = 0
+        arrays += 2
+        if type(node) is list and node and type(node[0]) is str:
+            tag = node[0]
+            bodies = node[2:3] if tag == "obj" else node[1:4] if tag == "match" else () if tag in _ATOMS else node[1:2]
+            for body in bodies:
+                if type(body) is not list:
+                    continue
+                own += len(body)
+                if {type(v) for v in body} <= _SCALAR_TYPES:
+                    continue
+                for v in body:
+                    if type(v) is not list:
+                        continue
+                    arrays += 1
+                    for w in (v,) if len(v) == 1 else v if len(v) == 2 else ():  # a value, or a [key, value] pair
+                        if type(w) is list:
+                            if w is not v:
+                                arrays += 1
+                            if len(w) == 1 and type(w[0]) is int and 0 <= w[0] < n:
+                                refs.append(w[0])
+                                forward = forward and w[0] > j
+        kids.append(refs)
+        scalars.append(own - len(refs))
+        items += own + 1
+        if items > MAX_ITEMS:
+            raise TooLarge(f"value has more than {MAX_ITEMS} elements")
+    if arrays > MAX_FRAME_CONTAINERS - 64:
+        raise TooLarge(f"value takes more than {MAX_FRAME_CONTAINERS} JSON arrays")
+    size = [0] * n
+    depth = [0] * n
+    is_obj = [type(node) is list and bool(node) and node[0] == "obj" for node in raw]
+    if forward:
+        # Every reference points forward (what encode produces when nothing is shared
+        # backwards): one sweep from the last node computes every size and depth.
+        for j in range(n - 1, -1, -1):
+            total = 1 + scalars[j]
+            deepest = 0
+            for c in kids[j]:
+                total += size[c]
+                if depth[c] > deepest:
+                    deepest = depth[c]
+            if total > MAX_EXPANDED:
+                raise TooLarge(f"value expands to more than {MAX_EXPANDED} parts through shared references")
+            size[j] = total
+            depth[j] = 0 if is_obj[j] else deepest + 1
+            if depth[j] > MAX_DEPTH:
+                raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
+        return
+    state = bytearray(n)  # 0 unseen, 1 on the stack, 2 done
+    for start in range(n):
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, 0)]
+        while stack:
+            j, k = stack[-1]
+            children = kids[j]
+            if k < len(children):
+                stack[-1] = (j, k + 1)
+                c = children[k]
+                if not state[c]:
+                    state[c] = 1
+                    stack.append((c, 0))
+                continue
+            stack.pop()
+            total = 1 + scalars[j]
+            deepest = 0
+            for c in children:
+                if state[c] == 2:  # else a back edge of a cycle: compared by identity or cut by recursion limits
+                    total += size[c]
+                    deepest = max(deepest, depth[c])
+            if total > MAX_EXPANDED:
+                raise TooLarge(f"value expands to more than {MAX_EXPANDED} parts through shared references")
+            size[j] = total
+            depth[j] = 0 if is_obj[j] else deepest + 1
+            if depth[j] > MAX_DEPTH:
+                raise TooLarge(f"value is nested more than {MAX_DEPTH} levels deep")
+            state[j] = 2
+
+
+def _guard_hashes(keys: list[Any]) -> None:
+    """Refuse a set or dict whose keys share one hash too often (building it is quadratic)."""
+    if len(keys) <= MAX_SAME_HASH:
+        return
+    counts: dict[int, int] = {}
+    for key in keys:
+        h = hash(key)
+        c = counts.get(h, 0) + 1
+        if c > MAX_SAME_HASH:
+            raise TooLarge(f"more than {MAX_SAME_HASH} keys of one set or dict share a hash")
+        counts[h] = c
 
 
 def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> Any:
@@ -153,7 +297,9 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
         return _decode(doc, helper_types, max_nodes)
     except DecodeError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError, MemoryError) as exc:
+    except MemoryError:
+        raise TooLarge("value does not fit the judge's memory budget") from None
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"malformed value ({type(exc).__name__})") from None
 
 
@@ -163,7 +309,8 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
     helpers = helper_types or {}
     raw = doc["nodes"]
     if len(raw) > max_nodes:
-        raise DecodeError(f"value has more than {max_nodes} parts")
+        raise TooLarge(f"value has more than {max_nodes} parts")
+    check_budgets(raw)
     made: list[Any] = [None] * len(raw)
     # Pass 1: create every container empty (immutable ones are filled in pass 2 in an order
     # that respects their children). Pass 2 fills mutable containers.
@@ -228,7 +375,7 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
             return made[j]
         raise DecodeError("malformed value")
 
-    def items(i: int) -> list:
+    def items(i: int) -> list[Any]:
         arity = 3 if raw[i][0] == "defaultdict" else 2
         body = raw[i][1] if len(raw[i]) == arity else None
         if type(body) is not list:
@@ -256,7 +403,11 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
             elems = [value(v) for v in items(j)]
             tag = raw[j][0]
             try:
+                if tag != "tuple":
+                    _guard_hashes(elems)
                 made[j] = tuple(elems) if tag == "tuple" else set(elems) if tag == "set" else frozenset(elems)
+            except TooLarge:
+                raise
             except TypeError:
                 raise DecodeError(f"node {j}: unhashable set element") from None
             resolving.discard(j)
@@ -285,7 +436,11 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
     for i, node in enumerate(raw):
         tag = node[0]
         if tag in ("list", "deque"):
-            made[i].extend(value(v) for v in items(i))
+            body = items(i)
+            if {type(v) for v in body} <= _SCALAR_TYPES:
+                made[i].extend(body)  # nothing to resolve: the common case, at C speed
+            else:
+                made[i].extend(value(v) for v in body)
         elif tag == "match":
             spans = node[2]
             if not all(type(sp) is list and len(sp) == 2 and all(type(x) is int for x in sp) for sp in spans):
@@ -298,13 +453,19 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
             made[i].__init__([value(v) for v in node[1]], [tuple(sp) for sp in spans], named)
         elif tag in _DICT_TAGS:
             d = made[i]
+            pairs = []
             for pair in items(i):
                 if type(pair) is not list or len(pair) != 2:
                     raise DecodeError(f"node {i}: malformed dict item")
-                try:
-                    d[value(pair[0])] = value(pair[1])
-                except TypeError:
-                    raise DecodeError(f"node {i}: unhashable dict key") from None
+                pairs.append((value(pair[0]), value(pair[1])))
+            try:
+                _guard_hashes([k for k, _ in pairs])
+                for k, v in pairs:
+                    d[k] = v
+            except TooLarge:
+                raise
+            except TypeError:
+                raise DecodeError(f"node {i}: unhashable dict key") from None
         elif tag in ("tuple", "set", "frozenset") and made[i] is None:
             build_immutable(i)
     return value(doc["root"])

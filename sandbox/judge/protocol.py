@@ -12,6 +12,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 MAX_MESSAGE = 256 * 1024 * 1024
@@ -20,6 +21,10 @@ _HEADER = struct.Struct(">I")
 
 class ProtocolError(Exception):
     """The peer closed the channel or sent a malformed message."""
+
+
+class Malformed(ProtocolError):
+    """The bytes arrived but are not a message: not JSON, not an object, or too large."""
 
 
 class Timeout(ProtocolError):
@@ -36,10 +41,21 @@ def dumps(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def write_message(fd: int, message: dict[str, Any]) -> None:
+def write_message(fd: int, message: dict[str, Any], deadline: float | None = None) -> None:
+    """Write one message. With a `deadline` (a time.monotonic() value) `fd` must be
+    non-blocking: a peer that stops reading then costs at most the time left (`Timeout`)."""
     data = memoryview(dumps(message))
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
     while data:
-        n = os.write(fd, data)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(int(left * 1000) + 1):
+                raise Timeout("the peer stopped reading")
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            continue
         data = data[n:]
 
 
@@ -63,7 +79,7 @@ def read_message(fd: int, deadline: float | None = None, max_size: int = MAX_MES
     time.monotonic() value, None waits forever. The judge's own channels use `Reader`."""
     (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
     if size > max_size:
-        raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_size}")
+        raise Malformed(f"message of {size} bytes exceeds the limit of {max_size}")
     return _parse(_read_exact(fd, size, deadline))
 
 
@@ -71,9 +87,11 @@ def _parse(body: bytes) -> dict[str, Any]:
     try:
         message = json.loads(body.decode("utf-8", "surrogatepass"))
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"malformed message: {str(exc)[:100]}") from None
+        raise Malformed(f"malformed message: {str(exc)[:100]}") from None
+    except MemoryError:
+        raise Malformed("the message does not fit the judge's memory budget") from None
     if type(message) is not dict:
-        raise ProtocolError("message is not an object")
+        raise Malformed("message is not an object")
     return message
 
 
@@ -82,9 +100,12 @@ class Reader:
     channel): a whole message usually arrives in one `read`, so this halves the system calls
     of `read_message`. Never use it where several processes share the descriptor."""
 
-    def __init__(self, fd: int, hangup_fd: int | None = None) -> None:
+    def __init__(self, fd: int, hangup_fd: int | None = None, tick: Callable[[], None] | None = None,
+                 tick_s: float = 0.05) -> None:
         self.fd = fd
         self.hangup_fd = hangup_fd
+        self.tick = tick  # called at least every `tick_s` while waiting (the judge's tree watch)
+        self.tick_ms = int(tick_s * 1000)
         self.buffer = bytearray()
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
@@ -93,6 +114,9 @@ class Reader:
 
     def _fill(self, deadline: float | None) -> None:
         timeout_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        if self.tick is not None:
+            self.tick()
+            timeout_ms = self.tick_ms if timeout_ms is None else min(timeout_ms, self.tick_ms)
         events = dict(self.poller.poll(timeout_ms))
         if self.hangup_fd is not None and events.get(self.hangup_fd, 0) & (select.POLLHUP | select.POLLERR):
             raise HostGone("the other end of the judge's input closed")
@@ -105,14 +129,23 @@ class Reader:
             raise ProtocolError("channel closed")
         self.buffer += chunk
 
-    def read(self, deadline: float | None = None, max_size: int = MAX_MESSAGE) -> dict[str, Any]:
+    def read(self, deadline: float | None = None, max_size: int = MAX_MESSAGE, max_containers: int | None = None,
+             max_commas: int | None = None) -> dict[str, Any]:
+        """One message. `max_containers` bounds the JSON arrays and objects a body may hold,
+        counted (bytes.count: ~1 ms per MiB) before parsing, since parsing is what costs: a
+        body of `[],[],...` makes ~25 bytes of memory per byte. Brackets inside strings count
+        too; that only ever refuses more. `max_commas` bounds the values the same way."""
         while len(self.buffer) < _HEADER.size:
             self._fill(deadline)
         (size,) = _HEADER.unpack_from(self.buffer)
         if size > max_size:
-            raise ProtocolError(f"message of {size} bytes exceeds the limit of {max_size}")
+            raise Malformed(f"message of {size} bytes exceeds the limit of {max_size}")
         while len(self.buffer) < _HEADER.size + size:
             self._fill(deadline)
         body = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
         del self.buffer[:_HEADER.size + size]
+        if max_containers is not None and body.count(b"[") + body.count(b"{") > max_containers:
+            raise Malformed(f"message holds more than {max_containers} arrays and objects")
+        if max_commas is not None and body.count(b",") > max_commas:
+            raise Malformed(f"message holds more than {max_commas} values")
         return _parse(body)

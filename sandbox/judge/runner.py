@@ -13,6 +13,7 @@ runner, which loads the preamble and the solution and then serves the judge's re
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import gc
 import json
@@ -31,6 +32,11 @@ from . import codec, protocol
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+FRESH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # every place a solution can write, plus its workdir
+FRESH_SIZE_MB = 64  # each fresh tmpfs; memory in it counts against the machine, not the rlimits
 PR_SET_DUMPABLE = 4
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -65,8 +71,72 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _enter_namespaces() -> bool:
-    return _libc().unshare(CLONE_NEWUSER | CLONE_NEWPID) == 0
+def _enter_namespaces(fresh_world: bool) -> bool:
+    flags = CLONE_NEWUSER | CLONE_NEWPID | (CLONE_NEWNS | CLONE_NEWIPC if fresh_world else 0)
+    uid, gid = os.getuid(), os.getgid()
+    if _libc().unshare(flags) != 0:
+        return False
+    _map_ids(uid, gid)
+    if fresh_world:
+        _libc().mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)  # nothing propagates out
+    return True
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    """Keep our own uid and gid inside a new user namespace (files we create stay ours). A
+    non-dumpable process cannot write its own maps, so it is dumpable only meanwhile."""
+    set_dumpable(True)
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError:
+            pass
+    set_dumpable(False)
+
+
+def fresh_world(workdir: str, per_test: bool = False) -> bool:
+    """A fresh, empty tmpfs on every writable place and on the workdir, in a mount namespace
+    of our own (and a fresh IPC namespace: SysV shared memory, semaphores, POSIX message
+    queues), so nothing an earlier solution or test left is visible. Per solution, the runner
+    then moves into a nested user namespace, where these mounts are locked: the solution cannot
+    unmount them to reach what is below. Per test (a fork of the loaded solution), capabilities
+    are dropped after mounting, for the same reason. Returns False where the kernel refuses
+    (then `containment` in the result says so and only the workdir is recreated)."""
+    libc = _libc()
+    if per_test and libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
+        return False
+    options = f"size={FRESH_SIZE_MB}m,mode=1777".encode()
+    ok = True
+    for path in (*FRESH_DIRS, workdir):
+        if os.path.isdir(path) and not os.path.islink(path):
+            ok = libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) == 0 and ok
+        elif path == workdir:
+            os.makedirs(path, exist_ok=True)
+    os.chdir(workdir)  # the new mount, not the directory below it
+    if per_test:
+        _drop_capabilities()
+    else:
+        uid, gid = os.getuid(), os.getgid()
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0:
+            _map_ids(uid, gid)
+            os.chdir(workdir)
+    return ok
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> None:
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _libc().capset(ctypes.byref(header), data)
 
 
 def apply_limits(limits: dict[str, Any]) -> None:
@@ -78,7 +148,7 @@ def apply_limits(limits: dict[str, Any]) -> None:
         (resource.RLIMIT_NOFILE, int(limits["open_files"])),
         (resource.RLIMIT_NPROC, int(limits["processes"])),
         (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_CPU, int(math.ceil(float(limits["solution_s"]))) + 5),
+        (resource.RLIMIT_CPU, int(math.ceil(float(limits["solution_s"])))),  # the whole solution, hard
     ]
     for which, value in pairs:
         try:
@@ -90,22 +160,21 @@ def apply_limits(limits: dict[str, Any]) -> None:
 
 
 def set_cpu_limit(seconds: float) -> None:
-    """Move the soft CPU limit `seconds` past what this process has used (SIGXCPU then). The
-    hard limit, fixed once per runner, cannot be raised again by the solution."""
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    spent = used.ru_utime + used.ru_stime
+    """In a fresh fork (whose CPU time starts at zero): a hard CPU limit of `seconds`, soft =
+    hard, so the solution can neither raise it nor gain from time spent before. Whole seconds
+    are the kernel's unit; the judge's tree watch enforces fractions (per_solution)."""
+    limit = max(1, int(math.ceil(seconds)))
     _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = int(math.ceil(spent + seconds))
     if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (limit, limit))
 
 
 # ---------------------------------------------------------------------------------------------
 # zygote
 
 
-def zygote_main(control_fd: int) -> None:
+def zygote_main(control_fd: int, fresh: bool = True) -> None:
     """Serve spawn requests from the judge over a unix socket. Each request carries the runner's
     descriptors (SCM_RIGHTS); the reply is the runner's pid as seen from here."""
     set_dumpable(False)
@@ -113,7 +182,7 @@ def zygote_main(control_fd: int) -> None:
     for name in WARM_MODULES:
         try:
             __import__(name)
-        except Exception:
+        except Exception:  # noqa: BLE001  a module the image lacks is simply not warm
             pass
     _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners and orphans are reaped automatically
@@ -130,7 +199,7 @@ def zygote_main(control_fd: int) -> None:
         if pid == 0:
             sock.close()
             os.close(read_pid)
-            _intermediate(fds[:4], fds[4], write_pid)
+            _intermediate(fds[:4], fds[4], write_pid, fresh)
         os.close(write_pid)
         for fd in fds:
             os.close(fd)
@@ -139,24 +208,25 @@ def zygote_main(control_fd: int) -> None:
         sock.sendall(answer.ljust(64, b" ")[:64])
 
 
-def _intermediate(fds: list[int], status_fd: int, report_fd: int) -> None:
+def _intermediate(fds: list[int], status_fd: int, report_fd: int, fresh: bool) -> None:
     """Between the zygote and the runner: new session and namespaces, then fork the runner
     (PID 1 of its namespace) and report its pid; then wait for it and tell the judge how it
     ended (on `status_fd`, which the runner does not hold)."""
     try:
         die_with_parent()
         os.setsid()
-        contained = _enter_namespaces()
+        contained = _enter_namespaces(fresh)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         pid = os.fork()
         if pid == 0:
             os.close(report_fd)
             os.close(status_fd)
             die_with_parent()
-            _runner_start(fds)
+            _runner_start(fds, fresh and contained)
         for fd in fds:
             os.close(fd)
-        os.write(report_fd, f"{pid} {os.getpid()} {'pidns' if contained else 'pgroup'}".encode())
+        containment = ("pidns+fresh" if fresh else "pidns") if contained else "pgroup"
+        os.write(report_fd, f"{pid} {os.getpid()} {containment}".encode())
         os.close(report_fd)
         _pid, status = os.waitpid(pid, 0)
         os.write(status_fd, json.dumps(_status(status)).encode())
@@ -164,7 +234,7 @@ def _intermediate(fds: list[int], status_fd: int, report_fd: int) -> None:
         os._exit(0)
 
 
-def _runner_start(fds: list[int]) -> None:
+def _runner_start(fds: list[int], fresh: bool) -> None:
     # Move the received descriptors out of the way first, then into their fixed numbers.
     moved = [os.dup(fd) for fd in fds]
     for fd in fds:
@@ -181,8 +251,8 @@ def _runner_start(fds: list[int]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     code = 0
     try:
-        Runner().serve()
-    except BaseException:
+        Runner(fresh).serve()
+    except BaseException:  # noqa: BLE001  the runner's own failure: logged to the capture, exit 1
         traceback.print_exc()
         code = 1
     os._exit(code)
@@ -196,7 +266,8 @@ class Runner:
     """Executes one solution for the judge. Everything here is untrusted once the solution has
     been loaded: the judge believes nothing it says except as a value to compare."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: bool = False) -> None:
+        self.fresh = fresh
         self.namespace: dict[str, Any] = {}
         self.helpers: dict[str, type] = {}
         self.function: Any = None
@@ -207,15 +278,24 @@ class Runner:
 
     def serve(self) -> None:
         self.load = protocol.read_message(FD_IN)
+        workdir = self.load["workdir"]
+        if not (self.fresh and fresh_world(workdir)):
+            os.makedirs(workdir, exist_ok=True)
+            os.chdir(workdir)
         apply_limits(self.load["limits"])
-        os.chdir(self.load["workdir"])
         os.environ.clear()
-        os.environ.update({"TMPDIR": self.load["workdir"], "HOME": self.load["workdir"], "PATH": "/usr/bin:/bin"})
+        os.environ.update({"TMPDIR": workdir, "HOME": workdir, "PATH": "/usr/bin:/bin"})
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
         if self.load["mode"] == "stdio":
             self.serve_stdio()
         else:
             self.serve_function()
+
+    def fresh_test(self) -> None:
+        """In a per-test fork: a fresh world for this test alone, and a hard CPU limit."""
+        if self.fresh:
+            fresh_world(self.load["workdir"], per_test=True)
+        set_cpu_limit(self.load["limits"]["cpu_s"])
 
     # -- function tests --------------------------------------------------------------------
 
@@ -228,10 +308,9 @@ class Runner:
             self.send({"loaded": False, "verdict": "syntax_error", "detail": _describe(exc)})
             return
         self.namespace = new_module("__solution__")
-        set_cpu_limit(load["limits"]["cpu_s"])
         try:
             exec(compiled, self.namespace)
-        except BaseException as exc:  # SystemExit too: a solution that exits at import fails
+        except BaseException as exc:  # noqa: BLE001  SystemExit too: a solution that exits at import fails
             self.send({"loaded": False, "verdict": _verdict_of(exc), "detail": _describe(exc)})
             return
         self.helpers = {name: self.namespace[name] for name in load["helpers"] if isinstance(self.namespace.get(name), type)}
@@ -248,13 +327,10 @@ class Runner:
                 self._batch_forked(message["calls"])
             elif op == "batch":
                 for call in message["calls"]:
-                    set_cpu_limit(load["limits"]["cpu_s"])
                     self.send(self._call(call))
             elif op in ("call", "opaque") and per_test:
                 self._test_forked(message)
             elif op in ("call", "opaque"):
-                if message.get("new_test"):
-                    set_cpu_limit(load["limits"]["cpu_s"])
                 self.send(self._call(message) if op == "call" else self._opaque(message))
             elif op != "done":
                 return
@@ -269,7 +345,7 @@ class Runner:
             os.close(gate)
             following = self._fork_gated(calls[index + 1]) if index + 1 < len(calls) else None
             _pid, status = os.waitpid(child, 0)
-            self.send({"exited": _status(status)})
+            self.send({"test": calls[index]["test"], "exited": _status(status)})
             if following:
                 child, gate = following
 
@@ -280,11 +356,11 @@ class Runner:
             code = 0
             try:
                 os.close(gate_w)
-                set_cpu_limit(self.load["limits"]["cpu_s"])  # waiting at the gate costs no CPU
+                self.fresh_test()  # waiting at the gate costs no CPU
                 self.function = self._entry_point()
                 if os.read(gate_r, 1) == b"x":  # else the runner is gone
                     self.send(self._call(call))
-            except BaseException:
+            except BaseException:  # noqa: BLE001  the fork's exit status says it failed
                 code = 3
             finally:
                 _exit_flushed(code)
@@ -298,7 +374,7 @@ class Runner:
         if pid == 0:
             code = 0
             try:
-                set_cpu_limit(self.load["limits"]["cpu_s"])
+                self.fresh_test()
                 self.function = self._entry_point()
                 request = first
                 while True:
@@ -309,40 +385,43 @@ class Runner:
                     if request.get("last"):
                         break
                     request = protocol.read_message(FD_IN)
-            except BaseException:
+            except BaseException:  # noqa: BLE001  the fork's exit status says it failed
                 code = 3
             finally:
                 _exit_flushed(code)
         _pid, status = os.waitpid(pid, 0)
-        self.send({"exited": _status(status)})
+        self.send({"test": first["test"], "exited": _status(status)})
 
     def _entry_point(self) -> Any:
         try:
             return eval(self.load["entry_point"], self.namespace)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  reported on the first call
             return _Broken(exc)
 
     def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+        test = message["test"]
         function = self.function
         if isinstance(function, _Broken):
-            return _raised(function.exc)
+            return _raised(test, function.exc)
         try:
             args = codec.decode(message["args"], self.helpers)
             kwargs = codec.decode(message["kwargs"], self.helpers)
         except codec.DecodeError as exc:
-            return {"raise": "DecodeError", "detail": str(exc)}
+            return {"test": test, "raise": "DecodeError", "detail": str(exc)}
         started = time.perf_counter()
         try:
             value = function(*args, **kwargs)
-        except BaseException as exc:
-            return _raised(exc)
+        except BaseException as exc:  # noqa: BLE001  the solution's exception is its answer
+            return _raised(test, exc)
         elapsed = time.perf_counter() - started
         try:
-            return {"ok": codec.encode(value, self.helpers), "time_s": elapsed}
+            return {"test": test, "ok": codec.encode(value, self.helpers), "time_s": elapsed}
+        except codec.TooLarge as exc:
+            return {"test": test, "raise": "TooLarge", "detail": f"the returned value is over the judge's budget: {exc}"}
         except codec.EncodeError as exc:
-            return {"unencodable": str(exc), "time_s": elapsed}
-        except BaseException as exc:
-            return _raised(exc)
+            return {"test": test, "unencodable": str(exc), "time_s": elapsed}
+        except BaseException as exc:  # noqa: BLE001  a rigged __hash__ or __iter__ raising
+            return _raised(test, exc)
 
     def _opaque(self, message: dict[str, Any]) -> dict[str, Any]:
         """A test the judge cannot run itself: the assert runs here, and says pass or fail."""
@@ -351,14 +430,16 @@ class Runner:
         try:
             exec(compile(message["source"], "<test>", "exec"), namespace)
         except AssertionError:
-            return {"passed": False}
-        except BaseException as exc:
-            return _raised(exc)
-        return {"passed": True}
+            return {"test": message["test"], "passed": False}
+        except BaseException as exc:  # noqa: BLE001  the solution's exception is its answer
+            return _raised(message["test"], exc)
+        return {"test": message["test"], "passed": True}
 
     # -- stdio tests -----------------------------------------------------------------------
 
     def serve_stdio(self) -> None:
+        """Each test: a fork runs the program with stdin and stdout on memory files (no path a
+        program could replace), and stdout is read back up to the file size limit."""
         load = self.load
         try:
             compiled = compile(load["preamble"] + "\n" + load["code"], "<solution>", "exec")
@@ -366,47 +447,51 @@ class Runner:
             self.send({"loaded": False, "verdict": "syntax_error", "detail": _describe(exc)})
             return
         self.send({"loaded": True})
-        limit = int(load["limits"]["output_kb"]) * 1024
+        limit = int(load["limits"]["file_size_mb"]) * 1024 * 1024
         while True:
             message = protocol.read_message(FD_IN)
             if message.get("op") != "stdio":
                 return
-            with open("stdin.txt", "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(message["stdin"])
+            stdin = os.memfd_create("stdin")
+            stdout = os.memfd_create("stdout")
+            data = message["stdin"].encode("utf-8", "surrogateescape")
+            while data:
+                data = data[os.write(stdin, data):]
+            os.lseek(stdin, 0, os.SEEK_SET)
             pid = os.fork()
             if pid == 0:
-                self._run_program(compiled)
+                self._run_program(compiled, stdin, stdout)
+            os.close(stdin)
             _pid, status = os.waitpid(pid, 0)
-            try:
-                with open("stdout.txt", "rb") as f:
-                    out = f.read(limit + 1)
-            except OSError:
-                out = b""
-            self.send({"exited": _status(status), "stdout": out.decode("utf-8", "replace")})
+            out = os.pread(stdout, limit + 1, 0)
+            os.close(stdout)
+            # base64: a program's output holds brackets and commas, which the judge counts
+            # (and refuses in bulk) before parsing a frame
+            self.send({"test": message["test"], "exited": _status(status), "stdout": base64.b64encode(out).decode("ascii")})
 
-    def _run_program(self, compiled: Any) -> None:
+    def _run_program(self, compiled: Any, stdin: int, stdout: int) -> None:
         code = 0
         try:
-            stdin = os.open("stdin.txt", os.O_RDONLY)
-            stdout = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self.fresh_test()
             os.dup2(stdin, 0)
             os.dup2(stdout, 1)
-            sys.stdin = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
+            os.close(stdin)
+            os.close(stdout)
+            sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)
             sys.stdout = open(1, "w", encoding="utf-8", errors="surrogateescape", closefd=False)
-            set_cpu_limit(self.load["limits"]["cpu_s"])
             try:
                 exec(compiled, new_module("__main__"))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             except MemoryError:
                 code = 137
-            except BaseException:
+            except BaseException:  # noqa: BLE001  the program failed: exit status 1, traceback to stderr
                 traceback.print_exc(file=sys.__stderr__)
                 code = 1
         finally:
             try:
                 sys.stdout.flush()
-            except BaseException:
+            except BaseException:  # noqa: BLE001  a failed flush fails the program
                 code = code or 1
             os._exit(code)
 
@@ -441,8 +526,8 @@ def _verdict_of(exc: BaseException) -> str:
     return "memory" if isinstance(exc, MemoryError) else "runtime_error"
 
 
-def _raised(exc: BaseException) -> dict[str, Any]:
-    return {"raise": type(exc).__name__, "detail": _describe(exc)}
+def _raised(test: int, exc: BaseException) -> dict[str, Any]:
+    return {"test": test, "raise": type(exc).__name__, "detail": _describe(exc)}
 
 
 def _status(status: int) -> dict[str, Any]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -70,10 +74,14 @@ def graded(tmp_path_factory, demo_rows):
     return proc, output, expected
 
 
-def test_grade_exits_zero(graded):
-    proc, output, _ = graded
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_grade_with_invalid_rows_exits_one_and_lists_every_one(graded):
+    proc, output, expected = graded
+    assert proc.returncode == 1, proc.stderr[-3000:]
     assert output.is_file()
+    assert f"not graded (invalid or sandbox_error): {len(BAD_ROWS)}" in proc.stdout
+    listed = re.findall(r"^not graded: output row (\d+): ", proc.stdout, flags=re.M)
+    assert [int(i) for i in listed] == [i for i, (kind, _) in enumerate(expected, start=1) if kind == "bad"]
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_grade_one_row_per_input_row_in_order(graded):
@@ -146,7 +154,7 @@ def test_grade_without_usable_problems_fails_naming_the_file(tmp_path):
     out_dir.mkdir()
     proc = run_cli("grade", "-p", str(problems), "-c", str(completions), "-o", str(out_dir / "graded.jsonl"),
                    "--backend", "process", "--workers", "1")
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "broken-problems.jsonl" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert os.listdir(out_dir) == []
@@ -159,7 +167,7 @@ def test_grade_with_an_empty_problems_file_fails(tmp_path):
     completions.write_text('{"task_id": "x", "code": "pass"}\n')
     proc = run_cli("grade", "-p", str(problems), "-c", str(completions), "-o", str(tmp_path / "graded.jsonl"),
                    "--backend", "process", "--workers", "1")
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "empty.jsonl" in proc.stderr
     assert not (tmp_path / "graded.jsonl").exists()
 
@@ -194,3 +202,111 @@ def test_qrpo_version():
     assert proc.returncode == 0, proc.stderr
     assert __version__ in proc.stdout
     assert "qrpo" in proc.stdout
+
+
+def write_problem(path, task_id: str, entry_point: str, tests: list[str]) -> None:
+    row = {"task_id": task_id, "prompt": "", "entry_point": entry_point,
+           "tests": [{"kind": "function", "source": t} for t in tests]}
+    path.write_text(json.dumps(row) + "\n")
+
+
+def test_more_rows_than_the_summary_lists_say_how_many_more(tmp_path):
+    write_problem(tmp_path / "p.jsonl", "double", "double", ["assert candidate(2) == 4"])
+    rows = [{"task_id": f"unknown-{i}", "code": "def double(x):\n    return 2 * x\n"} for i in range(25)]
+    rows.append({"task_id": "double", "code": "def double(x):\n    return 2 * x\n"})
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run_cli("grade", "-p", str(tmp_path / "p.jsonl"), "-c", str(tmp_path / "c.jsonl"), "-o", str(tmp_path / "o.jsonl"),
+                   "--backend", "process", "--workers", "1", "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert len(re.findall(r"^not graded: output row \d+: completions row \d+, field 'task_id'", proc.stdout, flags=re.M)) == 20
+    assert "\n... and 5 more\n" in proc.stdout
+    results = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["pass_rate"] for r in results] == [0.0] * 25 + [1.0]
+
+
+# Solutions whose output cannot be encoded as is: lone surrogates (from bytes that are not UTF-8, or
+# written as text), NUL and escape sequences, a lone surrogate in an exception message.
+HOSTILE_OUTPUT = [
+    "import sys\nsys.stdout.buffer.write(b'\\xed\\xa0\\x80 \\xff\\xfe'); sys.stdout.flush()\ndef echo(x):\n    return x\n",
+    "import sys\nsys.stderr.write('\\ud800 lone')\n"
+    "def echo(x):\n    print('\\x00\\x1b[31m\\x07\\u2028', flush=True)\n    return x\n",
+    "def echo(x):\n    return '\\ud800'\n",
+    "def echo(x):\n    raise ValueError('\\udcff\\x00')\n",
+    "def echo(x):\n    return x\n",
+]
+
+
+@pytest.mark.parametrize("backend", ["process", "bubblewrap"])
+def test_unencodable_output_gives_its_row_a_result_and_never_ends_the_batch(tmp_path, backend):
+    backend_or_fail(backend)
+    write_problem(tmp_path / "p.jsonl", "echo", "echo", ["assert candidate('a') == 'a'"])
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"task_id": "echo", "code": c}) + "\n" for c in HOSTILE_OUTPUT))
+    output = tmp_path / "o.jsonl"
+    proc = run_cli("grade", "-p", str(tmp_path / "p.jsonl"), "-c", str(tmp_path / "c.jsonl"), "-o", str(output),
+                   "--backend", backend, "--workers", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    results = [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n") if line]  # not splitlines: U+2028
+    assert [r["verdict"] for r in results] == ["passed", "passed", "wrong_answer", "runtime_error", "passed"]
+    assert "\x00\x1b[31m" in results[1]["stdout"]
+    assert "\udcff" in results[3]["tests"][0]["detail"]  # written escaped, read back as the same text
+
+
+def start_server(tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
+    address_file = tmp_path / "addr"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("SANDBOX_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--address-file", str(address_file), *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not address_file.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return proc, "http://" + address_file.read_text().split()[0]
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/grade", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_serve_merges_problem_files_and_grades_with_its_limits_as_defaults_and_maxima(tmp_path):
+    write_problem(tmp_path / "a.jsonl", "double", "double", ["assert candidate(2) == 4"])
+    write_problem(tmp_path / "b.jsonl", "nap", "nap", ["assert candidate(0.6) == 0.6", "assert candidate(0.3) == 0.3"])
+    proc, url = start_server(tmp_path, "-p", str(tmp_path / "a.jsonl"), "-p", str(tmp_path / "b.jsonl"),
+                             "--backend", "process", "--workers", "1", "--cpu", "1", "--memory", "512", "--wall", "1")
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=30) as response:
+            health = json.loads(response.read())
+        assert health["problems"] == 2
+        limits = {k: health["limits"][k] for k in ("cpu_s", "memory_mb", "wall_s")}
+        assert limits == {"cpu_s": 1.0, "memory_mb": 512, "wall_s": 1.0}
+        nap = "import time\ndef nap(s):\n    time.sleep(s)\n    return s\n"
+        rows = [{"task_id": "double", "code": "def double(x):\n    return 2 * x\n"}, {"task_id": "nap", "code": nap}]
+        status, body = post(url, {"completions": rows})
+        assert status == 200, body
+        assert [r["verdicts"] for r in body["results"]] == [["passed"], ["passed", "passed"]]
+        # a request may lower a limit: 0.5 s of wall time is too little for the 0.6 s nap
+        status, body = post(url, {"completions": rows, "limits": {"wall_s": 0.5}})
+        assert status == 200, body
+        assert [r["verdicts"] for r in body["results"]] == [["passed"], ["timeout", "passed"]]
+        # ... never raise one, nor name one that does not exist
+        for limits, named in (({"wall_s": 5}, "limits.wall_s"), ({"memory_mb": 4096}, "limits.memory_mb"),
+                              ({"cpu_s": -1}, "limits.cpu_s"), ({"gpu": 1}, "limits.gpu")):
+            status, body = post(url, {"completions": rows, "limits": limits})
+            assert status == 400 and named in body["error"], (limits, body)
+        # an inline problem cannot raise them either: its own wall limit of 100 s is capped to 1 s
+        inline = {"task_id": "long-nap", "prompt": "", "entry_point": "nap", "tests": [{"kind": "function", "source":
+                  "assert candidate(1.5) == 1.5"}], "limits": {"wall_s": 100, "cpu_s": 100, "solution_s": 100}}
+        status, body = post(url, {"problems": [inline], "completions": [{"task_id": "long-nap", "code": nap}]})
+        assert status == 200, body
+        assert body["results"][0]["verdicts"] == ["timeout"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)

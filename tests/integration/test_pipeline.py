@@ -17,6 +17,7 @@ prepared prompts (those two stages never use the executor) and run the other sta
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -42,6 +43,9 @@ DEMO_PROBLEMS, SAMPLES = 14, 8  # tiny-cpu: the bundled demo problems, 8 referen
 SLOW = {
     "find-the-number-of-subsequences-with-equal-gcd": "the canonical solution needs ~22 s for its tests here",
     "maximum-number-of-moves-to-kill-all-pawns": "the canonical solution needs 10-15 s for its tests here",
+    # One of its 85 tests takes ~0.9 s of CPU on a quiet machine, against the paper's 1 s per test: it passed
+    # 3/3 quietly here, and timed out in a CI run under load (reward 84/85).
+    "sorted-gcd-pair-queries": "one test needs ~0.9 s of the 1 s CPU limit; it times out under load",
 }
 
 
@@ -126,16 +130,18 @@ def test_tiny_pipeline_end_to_end_through_apptainer(tiny_run):
     assert all(len(refs) == SAMPLES for refs in table["ref_rewards"])
     assert table[0]["prompt"][0]["role"] == "user" and table[0]["chosen"][0]["role"] == "assistant"
 
-    # train: both runs of the sweep finished, with checkpoints
+    # train: both runs of the sweep finished, with checkpoints; QRPO batches pairs as DPO does (the reference):
+    # 14 prompts x 4 pairs at 8 pairs per step
     for run in ("qrpo-beta0.1", "dpo-beta0.1"):
         model = root / "train" / run / "model"
         assert (model / "trainer_state.json").is_file() and list(model.glob("checkpoint-*"))
+        assert json.loads((model / "trainer_state.json").read_text())["global_step"] == len(table) // 8 == 7
 
     # evaluate: the reference, every checkpoint, the oracles; graded in apptainer
     report_data = json.loads((root / "evaluate" / "report.json").read_text())
     policies = {p["policy"]: p for p in report_data["policies"]}
-    assert {"reference", "qrpo-beta0.1/checkpoint-7", "qrpo-beta0.1/checkpoint-14", "dpo-beta0.1/checkpoint-7",
-            "oracle-solution", "oracle-empty"} <= set(policies)
+    expected = {"reference", "qrpo-beta0.1/checkpoint-7", "dpo-beta0.1/checkpoint-7", "oracle-solution", "oracle-empty"}
+    assert expected <= set(policies)
     assert policies["oracle-solution"]["subsets"]["all"]["avg_pass"] == 100.0
     assert policies["oracle-empty"]["subsets"]["all"]["avg_pass"] == 0.0
     assert policies["reference"]["subsets"]["all"]["kl"] == 0.0
@@ -278,7 +284,9 @@ def test_leetcode_solutions_score_avg_pass_100_and_empty_completions_0(shared_da
     config.write_text(
         "name: canonical-solutions\n"
         f"output_dir: {tmp_path / 'run'}\n"
-        f"data: {{test: {{path: {shared_data / 'leetcode' / 'LeetCodeDataset-v0.3.1-test.jsonl.gz'}}}, max_tokens: null}}\n"
+        # the canonical solutions were written against the dataset's own preamble (`from heapq import *`, ...)
+        f"data: {{test: {{path: {shared_data / 'leetcode' / 'LeetCodeDataset-v0.3.1-test.jsonl.gz'}}}, max_tokens: null, "
+        "graded_preamble: pre_code+dataset}\n"
         "train: {sweep: []}\n"  # no model: the oracles answer with the dataset's solution, or with nothing
         "evaluate: {seeds: 1, reference: false, oracles: [solution, empty]}\n"
     )
@@ -417,6 +425,9 @@ BAD_INPUTS = {
 }
 
 
+STAGE_ERRORS = {"unknown dataset format", "stage before its input"}
+
+
 def test_a_second_qrpo_in_the_same_output_directory_is_refused(tmp_path):
     from qrpo.pipeline import Pipeline, load_config
 
@@ -436,7 +447,97 @@ def test_bad_input_fails_fast_with_one_line_naming_the_fix(case, tmp_path):
     result = CliRunner().invoke(qrpo_main, make_args(tmp_path))
     seconds = time.monotonic() - started
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
+    # 2: a usage error (an option, a config key, a missing file it names); 1: a stage that cannot go on
+    assert result.exit_code == (1 if case in STAGE_ERRORS else 2), result.output
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert expected.format(t=tmp_path) in lines[0], lines[0]
     assert seconds < 30
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16, item 3: what a test runs. The reference code grades `pre_code + "\n" + extracted code` (no dataset
+# preamble), so a solution that needs a name only the dataset's preamble imports fails there, and here by default.
+
+
+def test_a_solution_needing_a_preamble_only_import_fails_as_in_the_reference(shared_data, tmp_path):
+    import dataclasses
+
+    from qrpo.pipeline.config import load_config
+    from qrpo.pipeline.problems import load_source
+    from qrpo.pipeline.prompts import PRE_CODE
+    from qrpo.pipeline.sandbox_grading import grade_rows
+    from qrpo.pipeline.stages.prepare import problem_rows
+    from sandbox.problem import Problem
+
+    task = "final-array-state-after-k-multiplication-operations-i"  # its solution calls heappush, imported by
+    source = shared_data / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"  # `from heapq import *` only
+    config = load_config("tiny-cpu", [f"data.test.path={source}", "data.max_tokens=null", "sandbox.wall_s=1.0"])
+    loaded = load_source("data.test", config.data.test, config.data)  # type: ignore[arg-type]
+    loaded.problems = {task: loaded.problems[task]}
+    code = loaded.problems[task].metadata["canonical_solution"]
+    assert "heappush(" in code and "import" not in code and "from heapq import *" in loaded.problems[task].preamble
+    assert "heappush" not in PRE_CODE.replace("import heapq", "")
+
+    # The reference's rule, run as its judge runs it: exec(pre_code + "\n" + code), then the asserts.
+    problem = loaded.problems[task]
+    program = f"{PRE_CODE}\n{code}\ncandidate = {problem.entry_point}\n{problem.tests[0].source}\n"
+    reference = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert reference.returncode != 0 and "NameError: name 'heap" in reference.stderr  # heapify, then heappush
+
+    rewards = {}
+    for preamble in ("pre_code", "pre_code+dataset"):
+        row = problem_rows(loaded, "paper", preamble)[0]  # type: ignore[arg-type]
+        problem = Problem.from_dict(json.loads(row["problem"]))
+        assert dataclasses.asdict(problem)["preamble"] == (PRE_CODE if preamble == "pre_code" else
+                                                           PRE_CODE + "\n" + loaded.problems[task].preamble)
+        results = grade_rows({task: problem}, [{"task_id": task, "completion": row["solution"]}], tmp_path / preamble,
+                             config, "local", "evaluate")
+        rewards[preamble] = results[0].pass_rate
+    assert rewards == {"pre_code": 0.0, "pre_code+dataset": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16, item 5: the "sft" starting point: fine-tune on the training problems' answers, then that model is the
+# reference policy (what generate samples, what train starts from, checkpoint-0 of the evaluation)
+
+
+def test_the_sft_stage_makes_the_reference_policy(tmp_path):
+    root = tmp_path / "run"
+    proc = ok(qrpo("run", "tiny-cpu", "-o", str(root), "--set", "sft.enabled=true", "--set", "sft.answer=solution",
+                   "--set", "sft.args={num_train_epochs: 2, learning_rate: 1.0e-3, per_device_train_batch_size: 4, "
+                   "use_cpu: true, save_strategy: 'no', max_length: 512, logging_steps: 1}",
+                   "--set", "train.sweep=[]", "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
+    assert "stages run: model, prepare, sft, evaluate" in proc.stdout
+    model = root / "sft" / "model"
+    state = json.loads((model / "trainer_state.json").read_text())
+    chats = load(root / "sft" / "train")
+    assert len(chats) == DEMO_PROBLEMS and state["global_step"] == 2 * -(-DEMO_PROBLEMS // 4)
+    first = chats[0]["messages"]
+    assert [m["role"] for m in first] == ["user", "assistant"] and first[1]["content"].startswith("```python")
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert losses and all(math.isfinite(x) for x in losses)
+    report = json.loads((root / "evaluate" / "report.json").read_text())
+    assert [(p["policy"], p["path"]) for p in report["policies"]] == [("reference", str(model.resolve()))]
+    again = ok(qrpo("run", "tiny-cpu", "-o", str(root), "--set", "sft.enabled=true", "--set", "sft.answer=solution",
+                    "--set", "sft.args={num_train_epochs: 2, learning_rate: 1.0e-3, per_device_train_batch_size: 4, "
+                    "use_cpu: true, save_strategy: 'no', max_length: 512, logging_steps: 1}",
+                    "--set", "train.sweep=[]", "--set", "evaluate.seeds=1", "--set", "evaluate.oracles=[]"))
+    assert "stages run: none" in again.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 16, item 6: `qrpo run CONFIG --plan` prints the recipe's numbers without running anything
+
+
+@pytest.mark.parametrize("name,sft_line", [("leetcode-paper", None), ("leetcode-paper-sft", "sft: 2563 chats x 3 epochs = 60")])
+def test_plan_prints_the_paper_recipe_without_running(name, sft_line, tmp_path):
+    proc = ok(qrpo("run", name, "--plan", "-o", str(tmp_path / "run"), HF_HUB_OFFLINE="1"))
+    out = proc.stdout
+    assert "problems kept: train 2563" in out and "test 223" in out  # offline: the released revision's counts
+    assert "reference completions: 2563 x 50 = 128150" in out
+    assert "training table: 25630 pairs" in out and "per step: 128 pairs = 256 sequences; drop_last True" in out
+    assert "runs: 36; optimizer steps per run: 200; checkpoints per run: 5 (steps 40, 80, 120, 160, 200)" in out
+    assert "evaluation: 181 policies x 3 seeds x 223 test prompts = 121089 samples" in out
+    assert "GPU-hours:" in out
+    assert (sft_line in out) if sft_line else ("sft:" not in out)
+    assert not (tmp_path / "run").exists()  # nothing ran

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -224,8 +225,8 @@ def test_long_linked_list_of_helper_objects():
     assert count == n
 
 
-def test_deep_tuple_and_list_chains():
-    depth = 100_000
+def test_deep_tuple_and_list_chains_within_the_depth_budget():
+    depth = codec.MAX_DEPTH - 2  # the outer list is one more level
     t: tuple = ()
     lst: list = []
     for i in range(depth):
@@ -239,11 +240,39 @@ def test_deep_tuple_and_list_chains():
         assert out == kind()
 
 
+def test_nesting_past_the_depth_budget_is_too_large_both_ways():
+    # CPython hashes tuples recursively in C with no depth guard: a deep enough tuple crashes
+    # the process that hashes it, so neither side builds one.
+    t: tuple = ()
+    for i in range(100_000):
+        t = (t, i)
+    with pytest.raises(codec.TooLarge):
+        encode(t)
+    with pytest.raises(codec.TooLarge):
+        encode([t])
+
+
 @pytest.mark.parametrize("forward", [True, False])
-def test_decode_deep_tuple_chain_in_either_node_order(forward):
-    # Children after parents (node i holds node i+1) and before them: both must decode without
-    # recursion. Either order can come from a hostile encoder.
-    n = 200_000
+@pytest.mark.parametrize("n", [200_000, codec.MAX_DEPTH + 1])
+def test_decode_deep_tuple_chain_in_either_node_order_is_too_large(forward, n):
+    # Children after parents (node i holds node i+1) and before them: either order can come
+    # from a hostile encoder; both are refused before anything is built or hashed.
+    if forward:
+        nodes = [["tuple", [[i + 1], i]] for i in range(n - 1)] + [["tuple", []]]
+        root = [0]
+    else:
+        nodes = [["tuple", []]] + [["tuple", [[i - 1], i]] for i in range(1, n)]
+        root = [n - 1]
+    with pytest.raises(codec.TooLarge):
+        decode({"root": root, "nodes": nodes})
+    nodes.append(["set", [root]])  # and never hashed on the way
+    with pytest.raises(codec.TooLarge):
+        decode({"root": [len(nodes) - 1], "nodes": nodes})
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_decode_tuple_chain_at_the_depth_budget_in_either_node_order(forward):
+    n = codec.MAX_DEPTH
     if forward:
         nodes = [["tuple", [[i + 1], i]] for i in range(n - 1)] + [["tuple", []]]
         root = [0]
@@ -369,14 +398,25 @@ def test_encode_max_nodes():
         encode(value, max_nodes=5)
 
 
-def test_encode_never_produces_more_nodes_than_decode_accepts():
-    # Big ints are nodes too: whatever encode accepts under max_nodes, decode must accept.
-    value = [2**70] * 10
-    try:
-        doc = encode(value, max_nodes=5)
-    except EncodeError:
-        return
-    decode(doc, max_nodes=5)
+@pytest.mark.parametrize("make", [lambda n: [2**70] * n, lambda n: [[i] for i in range(n)], lambda n: [2**70 + i for i in range(n)]],
+                         ids=["shared big int", "lists", "big ints"])
+def test_encode_never_produces_more_nodes_than_decode_accepts(make):
+    # Whatever encode accepts under a node limit, decode accepts under the same limit; and the
+    # boundary is really reached (values of exactly `limit` nodes encode), so the decode branch
+    # runs. If encode's limit check were off by one, the value one past it would encode and
+    # decode would refuse it here.
+    limit = 8
+    encoded_at_limit = False
+    for n in range(1, limit + 4):
+        value = make(n)
+        try:
+            document = encode(value, max_nodes=limit)
+        except EncodeError:
+            continue
+        assert len(document["nodes"]) <= limit
+        decode(document, max_nodes=limit)  # must not raise
+        encoded_at_limit = encoded_at_limit or len(document["nodes"]) == limit
+    assert encoded_at_limit, "no value at the node limit was encoded: the test checked nothing"
 
 
 # --------------------------------------------------------------------------------------------
@@ -689,3 +729,57 @@ def test_stdlib_containers_round_trip_as_their_own_types() -> None:
 def test_decode_rejects_malformed_stdlib_nodes(node) -> None:
     with pytest.raises(codec.DecodeError):
         codec.decode({"root": [0], "nodes": [node]})
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets: cheap to send must not mean expensive to decode, hash or compare
+
+
+def shared_chain(levels: int) -> dict:
+    """node i = [node i+1, node i+1]: 2 * levels nodes on the wire, 2**levels parts expanded."""
+    nodes = [["list", [[i + 1], [i + 1]]] for i in range(levels)] + [["list", [1]]]
+    return doc(nodes)
+
+
+def test_shared_references_expanding_past_the_budget_are_too_large():
+    started = time.monotonic()
+    with pytest.raises(codec.TooLarge):
+        decode(shared_chain(60))
+    assert time.monotonic() - started < 1
+
+
+def test_legitimate_sharing_within_the_budget_decodes():
+    grid = [[0] * 1000] * 1000  # a common way to build a matrix: one row shared 1000 times
+    out = roundtrip(grid)
+    assert out == grid and out[0] is out[1]
+
+
+def test_colliding_hash_keys_are_too_large_and_fast():
+    modulus = (1 << 61) - 1  # CPython's int hash is n mod this
+    keys = [i * modulus for i in range(1, 20_000)]
+    assert len({hash(k) for k in keys}) == 1
+    for tag, body in (("set", keys), ("frozenset", keys), ("dict", [[k, 0] for k in keys])):
+        started = time.monotonic()
+        with pytest.raises(codec.TooLarge):
+            decode(doc([[tag, body]]))
+        assert time.monotonic() - started < 1, tag
+    with pytest.raises(codec.TooLarge):
+        encode(set(keys[:200]))
+
+
+def test_a_few_equal_hashes_are_fine():
+    value = {-1, -2, 1, 2**61 - 1 + 1}  # hash(-1) == hash(-2)
+    assert roundtrip(value) == value
+
+
+def test_too_large_is_a_decode_error_and_an_encode_error():
+    assert issubclass(codec.TooLarge, DecodeError) and issubclass(codec.TooLarge, EncodeError)
+
+
+def test_item_budget(monkeypatch):
+    monkeypatch.setattr(codec, "MAX_ITEMS", 100)
+    assert decode(doc([["list", list(range(90))]])) == list(range(90))
+    with pytest.raises(codec.TooLarge):
+        decode(doc([["list", list(range(200))]]))
+    with pytest.raises(codec.TooLarge):
+        encode(list(range(200)))

@@ -51,8 +51,22 @@ def test_tied_pairs_are_kept_or_dropped():
 def test_offpolicy2best_takes_best_and_worst_of_the_first_n():
     rows, _ = build_rows(graded({"a": [0.5, 0.2, 0.9, 0.9, 0.1, 0.6, 1.0]}), BuildConfig(pairs="offpolicy2best", best_of=6))
     assert [(text(r["chosen"]), text(r["rejected"])) for r in rows] == [("a-2", "a-4")]  # a-6 (1.0) is 7th: not among the first 6
-    rows, _ = build_rows(graded({"a": [0.3, 0.3, 0.3]}), BuildConfig(pairs="offpolicy2best"))
-    assert (text(rows[0]["chosen"]), text(rows[0]["rejected"])) == ("a-0", "a-1")  # all equal: still two different completions
+    rows, _ = build_rows(graded({"a": [0.3, 0.3, 0.3]}), BuildConfig(pairs="offpolicy2best", best_worst_ties="distinct"))
+    assert (text(rows[0]["chosen"]), text(rows[0]["rejected"])) == ("a-0", "a-1")  # all equal: two different completions
+
+
+def reference_offpolicy2best(rewards: list[float]) -> tuple[int, int]:
+    """The reference's process_row_offpolicy2best: max / min over range(6) (the first of equals)."""
+    first = rewards[:6]
+    return max(range(6), key=lambda i: first[i]), min(range(6), key=lambda i: first[i])
+
+
+@pytest.mark.parametrize("rewards", [[0.3] * 8, [1.0] * 6, [0.0, 0.0, 1.0, 1.0, 0.0, 1.0], [0.5, 0.2, 0.9, 0.9, 0.1, 0.6]])
+def test_offpolicy2best_follows_the_reference_even_when_every_reward_ties(rewards):
+    rows, _ = build_rows(graded({"a": rewards}), BuildConfig(pairs="offpolicy2best"))
+    best, worst = reference_offpolicy2best(rewards)
+    assert (text(rows[0]["chosen"]), text(rows[0]["rejected"])) == (f"a-{best}", f"a-{worst}")
+    assert (rows[0]["chosen_reward"], rows[0]["rejected_reward"]) == (rewards[best], rewards[worst])
 
 
 def test_offline_pairs_the_dataset_solution_with_the_first_completion():

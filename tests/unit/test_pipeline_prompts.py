@@ -48,7 +48,8 @@ def test_chat_prompt_is_one_user_turn_without_system_prompt():
 
 def test_graded_preamble_keeps_the_promise_of_the_prompt():
     problem = demo_problem()
-    preamble = graded_preamble(problem, "paper")
+    assert graded_preamble(problem, "paper") == PRE_CODE  # the reference code: pre_code + the extracted code
+    preamble = graded_preamble(problem, "paper", "pre_code+dataset")
     assert preamble.startswith(PRE_CODE) and preamble.endswith(problem.preamble)  # the dataset's definitions win
     assert graded_preamble(problem, "plain") == problem.preamble
     other = dataclasses.replace(problem, metadata={"source_format": "humaneval"})

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from qrpo.pipeline.report import metrics, select_checkpoints, summarize
-from qrpo.pipeline.stages.prepare import assign_subsets
+from qrpo.pipeline.splits import assign_subsets
 
 
 def row(reward: float, seed: int = 0, subset: str = "selection", difficulty: str = "Easy", logp: float = -1.0,
@@ -35,17 +35,17 @@ def test_summary_averages_over_seeds_per_subset():
     assert summary["difficulty"]["Hard"]["avg_pass"] == pytest.approx(25.0)
 
 
-def test_subsets_are_stratified_by_difficulty_and_reproducible():
+def test_per_difficulty_subsets_are_stratified_and_independent_of_row_order():
     rows = [{"task_id": f"t{i}", "difficulty": d} for i, d in enumerate(["Easy"] * 10 + ["Medium"] * 7 + ["Hard"] * 4)]
-    assign_subsets(rows, 0.5, seed=43)
+    assign_subsets(rows, 0.5, seed=43, method="per-difficulty")
     counts = Counter((r["difficulty"], r["subset"]) for r in rows)
     assert counts[("Easy", "reporting")] == 5 and counts[("Hard", "reporting")] == 2
     assert counts[("Medium", "reporting")] + counts[("Medium", "selection")] == 7
     again = [{"task_id": r["task_id"], "difficulty": r["difficulty"]} for r in reversed(rows)]
-    assign_subsets(again, 0.5, seed=43)
+    assign_subsets(again, 0.5, seed=43, method="per-difficulty")
     assert {r["task_id"]: r["subset"] for r in again} == {r["task_id"]: r["subset"] for r in rows}
     other = [{"task_id": r["task_id"], "difficulty": r["difficulty"]} for r in rows]
-    assign_subsets(other, 0.5, seed=44)
+    assign_subsets(other, 0.5, seed=44, method="per-difficulty")
     assert {r["task_id"]: r["subset"] for r in other} != {r["task_id"]: r["subset"] for r in rows}
 
 

@@ -145,12 +145,13 @@ def test_paired_baselines_train(tokenizer, tmp_path, loss_type):
     assert "rewards/accuracies" in trainer.state.log_history[0]
 
 
-def test_qrpo_on_paired_rows_follows_the_sample_selector(tokenizer, tmp_path):
+def test_qrpo_on_split_pairs_follows_the_sample_selector(tokenizer, tmp_path):
     rows = paired_rows(10)
-    assert len(rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="both"))) == 20
-    chosen = rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="chosen"))
+    split = {"pair_batching": "split"}
+    assert len(rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="both", **split))) == 20
+    chosen = rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="chosen", **split))
     assert len(chosen) == 10
-    picked = rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="random"))
+    picked = rows_of(trainer_for(tokenizer, tmp_path, rows, sample_selector="random", **split))
     assert len(picked) == 10
     chosen_ids = {tuple(r) for r in chosen["completion_ids"]}
     assert 0 < sum(tuple(r) in chosen_ids for r in picked["completion_ids"]) < 10  # a mix of both sides

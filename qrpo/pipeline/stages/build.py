@@ -8,7 +8,8 @@ paper's LeetCode setup; the trainer computes the quantile of each sample's rewar
   `pointwise_samples` of each prompt).
 - `offpolicy<K>random`: K pairs per prompt from completions (0, 1), (2, 3), ... (2K completions, which are
   independent samples, so the pairs are random); the higher reward is `chosen`, the first one on a tie.
-- `offpolicy2best`: one pair per prompt, the best and the worst of the first `best_of` completions.
+- `offpolicy2best`: one pair per prompt, the best and the worst of the first `best_of` completions (all tied:
+  the first completion on both sides, as the reference code, or two texts with `best_worst_ties: distinct`).
 - `offline`: one pair per prompt, the dataset's own solution (graded) against the first completion.
 
 Paired rows: prompt, chosen, rejected, chosen_reward, rejected_reward, ref_rewards. `pair_ties: drop` leaves
@@ -112,7 +113,7 @@ def _pairs(build: BuildConfig, task_id: str, group: list[dict[str, Any]],
             raise StageError(f"build: offpolicy2best needs at least 2 completions per prompt, {task_id!r} has {len(first)}")
         best = max(range(len(first)), key=lambda i: first[i][1])  # the first of equals, as the paper
         worst = min(range(len(first)), key=lambda i: first[i][1])
-        if best == worst:  # all equal
+        if best == worst and build.best_worst_ties == "distinct":  # all equal: "same" keeps one text on both sides
             worst = 1 if best == 0 else 0
         return [(first[best], first[worst])]
     if build.pairs == "offline":

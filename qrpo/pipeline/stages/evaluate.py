@@ -40,7 +40,7 @@ def requires(config: PipelineConfig) -> list[str]:
     if runs:
         deps.append("train")
     if config.evaluate.reference or (runs and config.evaluate.kl):
-        deps.append("model")
+        deps += ["model"] + (["sft"] if config.sft.enabled else [])
     return deps
 
 
@@ -52,7 +52,7 @@ def inputs(config: PipelineConfig) -> dict[str, Any]:
 def run(ctx: StageContext) -> dict[str, Any]:
     config = ctx.config
     ev = config.evaluate
-    reference = ctx.model_path() if "model" in requires(config) else None
+    reference = ctx.model_path() if "model" in requires(config) else None  # the SFT model in the sft setting
     test = load_table(ctx.layout.prompts("test"))
     problems = load_problems_table(test)
     todo: list[tuple[Policy, list[int]]] = []

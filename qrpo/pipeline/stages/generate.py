@@ -26,7 +26,7 @@ SUMMARY = "N reference completions per training prompt"
 
 
 def requires(config: PipelineConfig) -> list[str]:
-    return ["prepare", "model"]
+    return ["prepare", "model"] + (["sft"] if config.sft.enabled else [])
 
 
 def inputs(config: PipelineConfig) -> dict[str, Any]:

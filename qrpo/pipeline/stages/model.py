@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from qrpo import tasks
 from sandbox.rundir import atomic_dir
 
 from ..config import PipelineConfig, TinyModelConfig
@@ -43,8 +44,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if not config.model.is_tiny:
         ctx.say(f"reference model {config.model.name_or_path} (nothing to build)")
         return {"model": config.model.name_or_path}
-    examples = training_examples(config)
     out = ctx.layout.model
+    if config.data.train is not None and tasks.source_split(config.data.train.path) is not None:
+        from qrpo.tasks.reference import reference_model  # the task's SFT mix of right and wrong answers, cached
+
+        record = reference_model(config.model.tiny, out, config.cpu_threads, say=ctx.say)
+        return {"model": str(out), **record}
+    examples = training_examples(config)
     losses = build_tiny_model(config.model.tiny, examples, out, config.cpu_threads)
     ctx.say(f"tiny model in {out}: warm-up loss {losses[0]:.2f} -> {losses[-1]:.3f} on {len(examples)} solutions")
     return {"model": str(out), "examples": len(examples), "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}

@@ -1,0 +1,129 @@
+"""The resumable output of a local `sandbox grade`: OUTPUT.partial, one result row per line.
+
+    OUTPUT.partial   line 1: {"partial": "sandbox grade", "format": 1, "fingerprint": FP, "rows": N}
+                     then one result per completions row, in input order, appended as each finishes
+
+Each row is one O_APPEND write, so Ctrl-C or kill -9 loses at most the rows still being graded: a
+rerun of the same command reads the finished rows, drops a torn last line, and grades the rest.
+The fingerprint (problems and completions file contents, and every option that changes results)
+guards against resuming a different job: another job's partial file is refused, never mixed in.
+When every row is there, OUTPUT is written atomically and the partial file removed. The file is
+flock'ed while a grade writes it, so two commands never append to one file. Rows are encoded by
+`sandbox.rundir.dumps` (a solution's lone surrogates cannot fail the write); files honour the umask.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .rundir import LockedError, StaleError, dumps, write_atomic
+
+FORMAT = 1
+KIND = "sandbox grade"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (read in blocks: dataset files can be large)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+class PartialOutput:
+    """`with PartialOutput(output, fingerprint, rows) as part:` then `part.done` rows are finished
+    (skip them), `part.append(row)` for each next row, `part.finish()` once all are there."""
+
+    def __init__(self, output: str | os.PathLike[str], fingerprint: str, rows: int) -> None:
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".partial")
+        self.fingerprint, self.rows = fingerprint, rows
+        self.done = 0
+        self.fd = -1
+
+    def __enter__(self) -> PartialOutput:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"another sandbox grade is writing {self.path}; wait for it to finish, "
+                                  "or give this one another --output") from None
+            self._resume()
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _header(self) -> dict[str, Any]:
+        return {"partial": KIND, "format": FORMAT, "fingerprint": self.fingerprint, "rows": self.rows}
+
+    def _resume(self) -> None:
+        """Count the finished rows of an earlier run of this job; cut a torn last line."""
+        good = 0  # bytes of whole, valid lines
+        lines = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    value = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    break
+                if lines == 0 and value != self._header():
+                    self._refuse(value)
+                good += len(line)
+                lines += 1
+        os.ftruncate(self.fd, good)
+        if lines == 0:
+            self._write(self._header())
+            lines = 1
+        self.done = min(lines - 1, self.rows)
+
+    def _refuse(self, header: Any) -> None:
+        what = "not a partial file"
+        if isinstance(header, dict):
+            what = f"fingerprint {header.get('fingerprint')}, {header.get('rows')} rows"
+        raise StaleError(f"{self.path} holds an interrupted grade of other inputs or options ({what}; now "
+                         f"fingerprint {self.fingerprint}, {self.rows} rows): rerun with the inputs and options it was "
+                         "started with to finish it, or delete it to start over")
+
+    def _write(self, value: Any) -> None:
+        os.write(self.fd, (dumps(value) + "\n").encode("utf-8"))
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Record the next row (in input order): one write, visible to a rerun at once."""
+        self._write(row)
+        self.done += 1
+
+    def rows_so_far(self) -> Iterator[dict[str, Any]]:
+        with open(self.path, encoding="utf-8") as f:
+            next(f, None)
+            for line in f:
+                yield json.loads(line)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Write OUTPUT atomically from the partial file, remove the partial file; the rows."""
+        os.fsync(self.fd)
+        rows = list(self.rows_so_far())
+        if len(rows) != self.rows:
+            raise RuntimeError(f"{self.path} has {len(rows)} rows, expected {self.rows}")
+        write_atomic(self.output, (dumps(row) + "\n" for row in rows))
+        self.path.unlink()
+        return rows
