@@ -14,7 +14,8 @@ def _run(*args: str, env_cache: str) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, "QRPO_CACHE_DIR": env_cache}
-    return subprocess.run([sys.executable, "-m", "sandbox.cli", "grade", *args], capture_output=True, text=True, env=env, timeout=600)
+    command = [sys.executable, "-m", "sandbox.cli", "grade", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_grade_humaneval_plus_continuations(shared_data, tmp_path) -> None:

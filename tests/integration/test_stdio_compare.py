@@ -58,7 +58,8 @@ def test_modes_and_checker_per_problem() -> None:
                "    if n == 2:\n"
                "        return abs(float(output) - 0.5) < 1e-3\n"
                "    return sorted(map(int, output.split())) == list(range(1, n + 1))\n")
-    problems = [_problem("exact", {"mode": "exact"}), _problem("tol", {"abs_tol": 1e-3}), _problem("checker", {"checker": checker}),
+    problems = [_problem("exact", {"mode": "exact"}), _problem("tol", {"abs_tol": 1e-3}),
+                _problem("checker", {"checker": checker}),
                 _problem("broken", {"checker": "def check(:"})]
     code = "n = int(input())\nprint(*([3, 1, 2] if n == 3 else [0.5001]), sep='  ')\n"
     results = grade(problems, [{"task_id": p.task_id, "code": code} for p in problems], backend=backend, workers=1)
