@@ -55,7 +55,7 @@ class LeetCodeAdapter(Adapter):
         check_python(entry_point, "entry_point", mode="eval")
         setup, tests, candidate = function_tests(test, "test")
 
-        meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+        meta: dict[str, Any] = row["meta"] if isinstance(row.get("meta"), dict) else {}
 
         def pick(*names: str) -> Any:
             for name in names:

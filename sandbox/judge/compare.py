@@ -157,7 +157,8 @@ def safe_repr(value: Any, limit: int = DESCRIBE_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def describe_failure(source: str, namespace: dict[str, Any], call: tuple[tuple, dict] | None, returned: Any) -> str:
+def describe_failure(source: str, namespace: dict[str, Any], call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+                     returned: Any) -> str:
     """"wrong answer: call candidate(...) returned X, expected Y" for a failed function test.
 
     The call and the value are the last ones this test made; the expected value is the other
