@@ -412,6 +412,7 @@ def load_problems(
     max_tests: int | None = None,
     min_tests: int | None = None,
     tests: TestSet = "plus",
+    stdio: dict[str, Any] | None = None,
 ) -> LoadedProblems:
     """Load problems from a JSONL / JSONL.gz file or an iterable of dict rows.
 
@@ -421,6 +422,9 @@ def load_problems(
     uses 20). The first row with a given task_id wins; later ones become RowErrors.
     `tests`: for datasets with base and plus tests (HumanEval+, MBPP+), "plus" keeps both
     (evalplus's headline score) and "base" only the base tests; other datasets are unaffected.
+    `stdio`: a run-wide output comparison for stdin/stdout problems (`{"mode": "lines"}`,
+    `{"abs_tol": 1e-6}`; see sandbox/judge/compare.py), over the problem's own; a problem with
+    a checker program keeps it.
     """
     if tests not in TEST_SETS:
         raise ValueError(f"tests must be one of {list(TEST_SETS)}, got {tests!r}")
@@ -473,6 +477,9 @@ def load_problems(
             continue
         first_row[problem.task_id] = (rowno, row)
         problem = _select_tests(problem, tests)
+        if stdio and problem.kind == "stdio" and not (problem.metadata.get("stdio") or {}).get("checker"):
+            spec = {**(problem.metadata.get("stdio") or {}), **stdio}
+            problem = dataclasses.replace(problem, metadata={**problem.metadata, "stdio": spec})
         total = len(problem.tests)
         if min_tests is not None and total < min_tests:
             result.skipped.append(Skipped(problem.task_id, rowno, f"{total} tests < min_tests={min_tests}"))

@@ -69,3 +69,25 @@ def test_modes_and_checker_per_problem() -> None:
     assert verdicts["checker"] == ["passed", "passed"]  # any permutation is accepted
     assert verdicts["broken"] == ["sandbox_error", "sandbox_error"]
     assert all("1 2 3" not in t.detail for r in results for t in r.tests)  # no expected text without details
+
+
+def test_run_wide_comparison_from_the_command_line(shared_data, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    backend = backend_or_fail("bubblewrap")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps(_problem("p", {}).to_dict()) + "\n")
+    completions = tmp_path / "c.jsonl"
+    completions.write_text(json.dumps({"task_id": "p", "code": "n = int(input())\nprint(*([1, 2, 3] if n == 3 else [0.5001]))\n"}) + "\n")
+    out = tmp_path / "out.jsonl"
+
+    results = []
+    for extra in ([], ["--abs-tol", "1e-3"], ["--stdio-mode", "exact", "--abs-tol", "1e-3"]):
+        command = [sys.executable, "-m", "sandbox.cli", "grade", "-p", str(problems), "-c", str(completions), "-o", str(out),
+                   "--backend", backend, "--workers", "1", "--no-progress", *extra]
+        subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        results.append(json.loads(out.read_text())["verdicts"])
+        out.unlink()
+    assert results == [["passed", "wrong_answer"], ["passed", "passed"], ["passed", "wrong_answer"]]
