@@ -140,8 +140,10 @@ def main() -> None:
               help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
 @click.option("--stdio-mode", type=click.Choice(["tokens", "lines", "exact"]), default=None,
               help="stdin/stdout problems: compare outputs by tokens (default), lines or exactly, for the whole run.")
-@click.option("--abs-tol", type=float, default=None, help="stdin/stdout problems: numbers within this absolute tolerance are equal.")
-@click.option("--rel-tol", type=float, default=None, help="stdin/stdout problems: numbers within this relative tolerance are equal.")
+@click.option("--abs-tol", type=FloatIn(0, 1e9, 1e-6), default=None,
+              help="stdin/stdout problems: numbers within this absolute tolerance are equal.")
+@click.option("--rel-tol", type=FloatIn(0, 1e9, 1e-6), default=None,
+              help="stdin/stdout problems: numbers within this relative tolerance are equal.")
 @click.option("--details/--no-details", default=False, show_default=True,
               help="Describe each failed test (call, value returned, value expected; stdio: first difference). "
                    "Off by default: online RL must not see expected values.")

@@ -80,7 +80,8 @@ def test_run_wide_comparison_from_the_command_line(shared_data, tmp_path) -> Non
     problems = tmp_path / "p.jsonl"
     problems.write_text(json.dumps(_problem("p", {}).to_dict()) + "\n")
     completions = tmp_path / "c.jsonl"
-    completions.write_text(json.dumps({"task_id": "p", "code": "n = int(input())\nprint(*([1, 2, 3] if n == 3 else [0.5001]))\n"}) + "\n")
+    code = "n = int(input())\nprint(*([1, 2, 3] if n == 3 else [0.5001]))\n"
+    completions.write_text(json.dumps({"task_id": "p", "code": code}) + "\n")
     out = tmp_path / "out.jsonl"
 
     results = []
