@@ -177,9 +177,9 @@ def ours(dataset: str, path: Path, rows: list[dict[str, Any]], backend: str, wor
     from sandbox.datasets import load_problems
 
     loaded = load_problems(path)
-    # A looping mutant stops at 30 s instead of 60 s: the verdict (not all passed) is the same.
-    problems = {k: dataclasses.replace(p, limits=dataclasses.replace(p.limits, solution_s=30.0))
-                for k, p in loaded.problems.items()}
+    problems = {
+        k: dataclasses.replace(p, limits=dataclasses.replace(p.limits, solution_s=30.0)) for k, p in loaded.problems.items()
+    }
     started = time.monotonic()
     results = grade(problems, [{"task_id": r["task_id"], "code": r["code"]} for r in rows], backend=backend, workers=workers,
                     granularity="per_solution")
@@ -240,8 +240,11 @@ def _leetcode_one(row: dict[str, Any], code: str) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             return {"base": False, "plus": False, "detail": "timeout (30 s)"}
     ok = proc.returncode == 0
-    last = (proc.stderr.strip().splitlines() or ["exit " + str(proc.returncode)])[-1]
-    return {"base": ok, "plus": ok, "detail": "" if ok else last[:160]}
+    return {
+        "base": ok,
+        "plus": ok,
+        "detail": "" if ok else (proc.stderr.strip().splitlines() or ["exit " + str(proc.returncode)])[-1][:160],
+    }
 
 
 def harness_grades(dataset: str, by_id: dict[str, dict[str, Any]], rows: list[dict[str, Any]], workers: int,
@@ -256,8 +259,9 @@ def harness_grades(dataset: str, by_id: dict[str, dict[str, Any]], rows: list[di
 # ------------------------------------------------------------------------------------------------
 
 
-def compare(rows: list[dict[str, Any]], mine: list[dict[str, Any]], theirs: list[dict[str, Any]], keys: list[str],
-            ) -> dict[str, Any]:
+def compare(
+    rows: list[dict[str, Any]], mine: list[dict[str, Any]], theirs: list[dict[str, Any]], keys: list[str]
+) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for key in keys:
         agree = sum(m[key] == t[key] for m, t in zip(mine, theirs))
@@ -270,17 +274,9 @@ def compare(rows: list[dict[str, Any]], mine: list[dict[str, Any]], theirs: list
     return report
 
 
-def run(dataset: str, n: int, seed: int, backend: str, workers: int, tasks: int | None = None) -> dict[str, Any]:
-    """One dataset's agreement report. `tasks` keeps the first K problems (a subset file that
-    both graders read, so evalplus's "every problem has a sample" rule still holds)."""
+def run(dataset: str, n: int, seed: int, backend: str, workers: int) -> dict[str, Any]:
     path = DATA / FILES[dataset]
     data = read_rows(path)
-    if tasks is not None:
-        data = data[:tasks]
-        subset = Path(tempfile.mkdtemp(prefix="qrpo-agreement-")) / path.name
-        with gzip.open(subset, "wt", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in data)
-        path = subset
     rows = samples(dataset, data, n, seed)
     keep = [i for i, r in enumerate(rows) if r["task_id"] not in EXCLUDED]
     graded = [rows[i] for i in keep]
@@ -306,20 +302,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="bubblewrap")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--tasks", type=int, default=None, help="only the first K problems of each dataset")
     parser.add_argument("--json", default=None, help="write the full report (with every disagreement) here")
     args = parser.parse_args(argv)
     reports = []
     for dataset in args.dataset or list(FILES):
-        report = run(dataset, args.mutants, args.seed, args.backend, args.workers, args.tasks)
+        report = run(dataset, args.mutants, args.seed, args.backend, args.workers)
         reports.append(report)
-        rates = ", ".join(f"{k} {report[k]['agree']}/{report[k]['total']} = {report[k]['rate']:.2%}"
-                          for k in ("base", "plus") if k in report)
+        rates = ", ".join(
+            f"{k} {report[k]['agree']}/{report[k]['total']} = {report[k]['rate']:.2%}" for k in ("base", "plus") if k in report
+        )
         print(f"{dataset}: {report['samples']} samples ({report['mutants']} mutants); agreement {rates}; "
               f"ours {report['our_s']} s, reference {report['their_s']} s")
         for d in report["disagreements"]:
-            print(f"  {d['task_id']} [{d['kind']}] ours {d['ours']} theirs {d['theirs']}: "
-                  f"ours '{d['our_detail']}' / theirs '{d['their_detail']}'")
+            print(
+                f"  {d['task_id']} [{d['kind']}] ours {d['ours']} theirs {d['theirs']}: ours '{d['our_detail']}' / theirs "
+                f"'{d['their_detail']}'"
+            )
         sys.stdout.flush()
         if args.json:
             Path(args.json).write_text(json.dumps(reports, indent=1))

@@ -30,6 +30,7 @@ from sandbox.judge import codec, frames, protocol  # noqa: E402
 from sandbox.judge.session import REPLY_LIMIT  # noqa: E402
 
 MODULUS = (1 << 61) - 1  # CPython hashes an int n as n mod this
+BIG_INTS = (REPLY_LIMIT - 4096) // (codec.MAX_INT_HEX_DIGITS + 16)  # as many of the largest ints as fit
 
 
 def frame_of(doc: Any) -> bytes:
@@ -59,18 +60,30 @@ CASES: dict[str, Any] = {
     "max frame, one string": lambda: raw(b'{"test":1,"time_s":0,"ok":{"root":"' + b"x" * (REPLY_LIMIT - 64) + b'","nodes":[]}}'),
     "max frame of empty objects": lambda: fill(b"{},", PREFIX, SUFFIX),
     "items budget of ints": lambda: frame_of({"root": [0], "nodes": [["list", list(range(codec.MAX_ITEMS - 2))]]}),
-    "nodes budget of lists": lambda: frame_of({"root": [0], "nodes": [["list", [[i] for i in range(1, codec.MAX_NODES)]]]
-                                               + [["list", [i]] for i in range(1, codec.MAX_NODES)]}),
+    "nodes budget of lists": lambda: frame_of(
+        {
+            "root": [0],
+            "nodes": [["list", [[i] for i in range(1, codec.MAX_NODES)]]] + [["list", [i]] for i in range(1, codec.MAX_NODES)],
+        }
+    ),
     "colliding set keys": lambda: frame_of({"root": [0], "nodes": [["set", [i * MODULUS for i in range(1, 150_000)]]]}),
     "colliding dict keys": lambda: frame_of({"root": [0], "nodes": [["dict", [[i * MODULUS, 0] for i in range(1, 150_000)]]]}),
     "shared references (2**60 expanded)": lambda: frame_of(
-        {"root": [0], "nodes": [["list", [[i + 1], [i + 1]]] for i in range(60)] + [["list", [1]]]}),
+        {"root": [0], "nodes": [["list", [[i + 1], [i + 1]]] for i in range(60)] + [["list", [1]]]}
+    ),
     "shared tuples in a set": lambda: frame_of(
-        {"root": [61], "nodes": [["tuple", [[i + 1], [i + 1]]] for i in range(60)] + [["tuple", [1]], ["set", [[0]]]]}),
+        {"root": [61], "nodes": [["tuple", [[i + 1], [i + 1]]] for i in range(60)] + [["tuple", [1]], ["set", [[0]]]]}
+    ),
     "deep tuple in a set": lambda: frame_of(
-        {"root": [200_000], "nodes": [["tuple", [[i + 1]]] for i in range(199_999)] + [["tuple", []], ["set", [[0]]]]}),
-    "big ints": lambda: frame_of({"root": [0], "nodes": [["list", [[i] for i in range(1, 1500)]]]
-                                  + [["int", "f" * codec.MAX_INT_HEX_DIGITS] for _ in range(1, 1500)]}),
+        {"root": [200_000], "nodes": [["tuple", [[i + 1]]] for i in range(199_999)] + [["tuple", []], ["set", [[0]]]]}
+    ),
+    "big ints": lambda: frame_of(
+        {
+            "root": [0],
+            "nodes": [["list", [[i] for i in range(1, BIG_INTS + 1)]]]
+            + [["int", "f" * codec.MAX_INT_HEX_DIGITS] for _ in range(BIG_INTS)],
+        }
+    ),
 }
 
 
@@ -95,8 +108,13 @@ def measure(name: str, path: str) -> dict[str, Any]:
         outcome = "accepted (comparison hit the recursion limit)"
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"case": name, "seconds": seconds, "peak_mib": max(0, peak - base) / 2**20, "outcome": outcome,
-            "frame_mib": os.path.getsize(path) / 2**20}
+    return {
+        "case": name,
+        "seconds": seconds,
+        "peak_mib": max(0, peak - base) / 2**20,
+        "outcome": outcome,
+        "frame_mib": os.path.getsize(path) / 2**20,
+    }
 
 
 def main() -> None:
@@ -116,8 +134,15 @@ def main() -> None:
             del data
             out = subprocess.run([sys.executable, __file__, "--measure", f"{name}|{path}"], capture_output=True, text=True)
             if out.returncode != 0:
-                rows.append({"case": name, "seconds": float("nan"), "peak_mib": float("nan"), "frame_mib": 0,
-                             "outcome": f"CRASHED: {out.stderr.strip()[-200:]}"})
+                rows.append(
+                    {
+                        "case": name,
+                        "seconds": float("nan"),
+                        "peak_mib": float("nan"),
+                        "frame_mib": 0,
+                        "outcome": f"CRASHED: {out.stderr.strip()[-200:]}",
+                    }
+                )
             else:
                 rows.append(json.loads(out.stdout))
     print(f"{'case':38} {'frame MiB':>9} {'seconds':>8} {'peak MiB':>9}  outcome")
@@ -129,8 +154,11 @@ def main() -> None:
         worst_t = max(hostile, key=lambda r: r["seconds"])
         worst_m = max(hostile, key=lambda r: r["peak_mib"])
         base_t = max(r["seconds"] for r in normal)
-        print(f"\nworst time: {worst_t['case']}: {worst_t['seconds']:.3f} s ({worst_t['seconds'] / base_t:.1f}x the slowest normal reply, "
-              f"{base_t:.3f} s); target < 1 s")
+        print(
+            f"\nworst time: {worst_t['case']}: {worst_t['seconds']:.3f} s ({worst_t['seconds'] / base_t:.1f}x the slowest "
+            "normal reply, "
+            f"{base_t:.3f} s); target < 1 s"
+        )
         print(f"worst memory: {worst_m['case']}: {worst_m['peak_mib']:.0f} MiB; target < 512 MiB")
 
 

@@ -100,10 +100,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     import click
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0])
-    @click.option("--n", "n", default=48, show_default=True, help="Canonical solutions to grade (the same set for every path and worker count).")
+    @click.option(
+        "--n",
+        "n",
+        default=48,
+        show_default=True,
+        help="Canonical solutions to grade (the same set for every path and worker count).",
+    )
     @click.option("--backend", default="process", show_default=True, help="Judge backend: process, bubblewrap, apptainer.")
-    @click.option("--granularity", default=",".join(GRANULARITIES), show_default=True, help="Comma-separated: per_test, per_solution.")
-    @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1), help="Round-robin runs; each measurement keeps its fastest.")
+    @click.option(
+        "--granularity", default=",".join(GRANULARITIES), show_default=True, help="Comma-separated: per_test, per_solution."
+    )
+    @click.option(
+        "--repeat",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Round-robin runs; each measurement keeps its fastest.",
+    )
     @click.option("--slurm/--no-slurm", default=True, show_default=True, help="Measure the SLURM path (needs the cluster).")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers here as JSON.")
     def cli(n: int, backend: str, granularity: str, repeat: int, slurm: bool, json_path: str | None) -> None:
@@ -143,16 +157,29 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         runs = [0]
 
-        def distributed(gran: str, jobs: Callable[[int], int], cpus_per_job: Callable[[int], int]) -> Callable[[int], tuple[float, list[float], dict[str, Any]]]:
+        def distributed(
+            gran: str, jobs: Callable[[int], int], cpus_per_job: Callable[[int], int]
+        ) -> Callable[[int], tuple[float, list[float], dict[str, Any]]]:
             def run(workers: int) -> tuple[float, list[float], dict[str, Any]]:
                 runs[0] += 1
                 workdir = scratch / f"run-{runs[0]}"
                 started = time.perf_counter()
-                results = grade_distributed(table, rows, None, executor="slurm", jobs=jobs(workers), cpus_per_job=cpus_per_job(workers),
-                                            backend=backend, granularity=gran, workdir=workdir, time_min=30, progress=False)  # type: ignore[arg-type]
+                results = grade_distributed(
+                    table,
+                    rows,
+                    None,
+                    executor="slurm",
+                    jobs=jobs(workers),
+                    cpus_per_job=cpus_per_job(workers),
+                    backend=backend,
+                    granularity=gran,
+                    workdir=workdir,
+                    time_min=30,
+                    progress=False,
+                )  # type: ignore[arg-type]
                 seconds = time.perf_counter() - started
                 run_dir = RunDir(workdir)
-                shards = run_dir.read_manifest()["shards"]
+                shards = run_dir.read_manifest()["count"]
                 inside = max(run_dir.result_header(k)["seconds"] for k in range(shards))
                 shutil.rmtree(workdir, ignore_errors=True)
                 return seconds, [r.pass_rate for r in results], {"grading_in_tasks_s": round(inside, 2)}
@@ -177,13 +204,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                         try:
                             seconds, rates, info = route.run(workers)
                         except Exception as exc:  # noqa: BLE001 -- report and go on
-                            print(f"  run {r + 1}/{repeat} [{route.granularity}] {route.label} n={workers}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+                            print(
+                                f"  run {r + 1}/{repeat} [{route.granularity}] {route.label} n={workers}: FAILED: "
+                                f"{type(exc).__name__}: {exc}",
+                                flush=True,
+                            )
                             continue
                         after = cpu_ticks()
                         total = after[0] - before[0]
-                        info["busy_cpus"] = round((total - (after[1] - before[1])) / total * cpus, 2) if total > 0 else float("nan")
-                        print(f"  run {r + 1}/{repeat} [{route.granularity}] {route.label} n={workers}: {len(rates)} solutions in {seconds:.2f} s {info}",
-                              flush=True)
+                        info["busy_cpus"] = (
+                            round((total - (after[1] - before[1])) / total * cpus, 2) if total > 0 else float("nan")
+                        )
+                        print(
+                            f"  run {r + 1}/{repeat} [{route.granularity}] {route.label} n={workers}: {len(rates)} solutions "
+                            f"in {seconds:.2f} s {info}",
+                            flush=True,
+                        )
                         route.failed[workers] = [c["task_id"] for c, rate in zip(rows, rates) if rate != 1.0]
                         if workers not in route.best or seconds < route.best[workers]:
                             route.best[workers], route.info[workers] = seconds, info
@@ -201,7 +237,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     wall = time.perf_counter() - started
                     graded = RunDir(workdir).result_header(0)["seconds"]
                     fixed.append({"wall_s": wall, "grading_s": graded, "fixed_s": wall - graded})
-                    print(f"  fixed cost {k + 1}/3: 1 job, 1 solution: {wall:.2f} s wall, {graded:.2f} s grading in the task", flush=True)
+                    print(
+                        f"  fixed cost {k + 1}/3: 1 job, 1 solution: {wall:.2f} s wall, {graded:.2f} s grading in the task",
+                        flush=True,
+                    )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -220,38 +259,81 @@ def main(argv: Sequence[str] | None = None) -> None:
                     efficiency = (one / seconds) / workers if one else float("nan")
                     vs_local = local_best[workers] / seconds if workers in local_best else float("nan")
                     busy = route.info[workers].get("busy_cpus", float("nan"))
-                    numbers.append({"granularity": gran, "path": route.key, "label": route.label, "workers": workers, "seconds": seconds,
-                                    "solutions_per_s": len(rows) / seconds, "tests_per_s": tests / seconds, "efficiency": efficiency,
-                                    "vs_local": vs_local, "not_passed": route.failed.get(workers, []), "info": route.info.get(workers, {})})
-                    print(f"{gran:<13} {route.label:<24} {workers:>7} {seconds:>8.2f} {len(rows) / seconds:>12.2f} {tests / seconds:>8.0f} "
-                          f"{busy:>5.2f} {efficiency:>10.2f} {vs_local:>8.2f}x")
+                    numbers.append(
+                        {
+                            "granularity": gran,
+                            "path": route.key,
+                            "label": route.label,
+                            "workers": workers,
+                            "seconds": seconds,
+                            "solutions_per_s": len(rows) / seconds,
+                            "tests_per_s": tests / seconds,
+                            "efficiency": efficiency,
+                            "vs_local": vs_local,
+                            "not_passed": route.failed.get(workers, []),
+                            "info": route.info.get(workers, {}),
+                        }
+                    )
+                    print(
+                        f"{gran:<13} {route.label:<24} {workers:>7} {seconds:>8.2f} {len(rows) / seconds:>12.2f} "
+                        f"{tests / seconds:>8.0f} "
+                        f"{busy:>5.2f} {efficiency:>10.2f} {vs_local:>8.2f}x"
+                    )
         print()
         targets = []
         for route in routes:
             if cpus in route.best and 1 in route.best and cpus > 1:
                 value = (route.best[1] / route.best[cpus]) / cpus
                 passed = value >= TARGET
-                targets.append({"granularity": route.granularity, "path": route.key, "workers": cpus, "efficiency": value, "target": TARGET, "pass": passed})
+                targets.append(
+                    {
+                        "granularity": route.granularity,
+                        "path": route.key,
+                        "workers": cpus,
+                        "efficiency": value,
+                        "target": TARGET,
+                        "pass": passed,
+                    }
+                )
                 note = "" if route.key == "local" else "  (same target; includes the fixed cost)"
                 busy1 = route.info[1].get("busy_cpus", float("nan"))
                 print(f"[{route.granularity}] scaling efficiency of {route.label} at {cpus} CPUs >= {TARGET}: {value:.2f}  "
                       f"{'PASS' if passed else 'MISS'}{note}; one worker kept {busy1:.2f} CPUs busy")
         if fixed:
             median = statistics.median(f["fixed_s"] for f in fixed)
-            print(f"SLURM path fixed cost per job: {median:.2f} s (median of {len(fixed)}: driver wall time of a one-solution, one-shard job "
-                  f"minus the task's grading time; runs {', '.join(format(f['fixed_s'], '.2f') for f in fixed)} s)")
+            print(
+                f"SLURM path fixed cost per job: {median:.2f} s (median of {len(fixed)}: driver wall time of a one-solution, "
+                "one-shard job "
+                f"minus the task's grading time; runs {', '.join(format(f['fixed_s'], '.2f') for f in fixed)} s)"
+            )
         sane = all(not row["not_passed"] for row in numbers)
         print(f"sanity: every path gave pass rate 1.0 on every chosen solution: {'yes' if sane else 'NO'}")
         for row in numbers:
             if row["not_passed"]:
-                print(f"  [{row['granularity']}] {row['label']} n={row['workers']} not 1.0 on: {', '.join(row['not_passed'][:10])}")
+                print(
+                    f"  [{row['granularity']}] {row['label']} n={row['workers']} not 1.0 on: {', '.join(row['not_passed'][:10])}"
+                )
         load1 = os.getloadavg()[0]
         elapsed = time.perf_counter() - t0
         print(f"load average {load0:.2f} at start, {load1:.2f} at end; whole run {elapsed:.0f} s")
         if json_path:
-            out = {"data": str(path), "n": len(rows), "tests": tests, "backend": backend, "cpus": cpus, "workers": counts,
-                   "granularities": granularities, "repeat": repeat, "python": sys.version.split()[0], "rows": numbers, "targets": targets,
-                   "fixed_cost": fixed, "sanity_all_passed": sane, "load_average": [load0, load1], "elapsed_s": elapsed}
+            out = {
+                "data": str(path),
+                "n": len(rows),
+                "tests": tests,
+                "backend": backend,
+                "cpus": cpus,
+                "workers": counts,
+                "granularities": granularities,
+                "repeat": repeat,
+                "python": sys.version.split()[0],
+                "rows": numbers,
+                "targets": targets,
+                "fixed_cost": fixed,
+                "sanity_all_passed": sane,
+                "load_average": [load0, load1],
+                "elapsed_s": elapsed,
+            }
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(json_path).write_text(json.dumps(out, indent=2, default=str) + "\n")
             print(f"wrote {json_path}")

@@ -22,10 +22,11 @@ run, one worker each unless said otherwise, and prints solutions/s, tests/s and 
   (o)  the per-solution overhead of (d) over the process backend, each solution graded alone
        (p50 and p90 in milliseconds).
 
-Claims: (a)/(b) >= 2.0, (a2)/(c) >= 0.8, (d)/(e) >= 10, (d)/(a) >= 0.8 and (o) p50 < 5 ms (throughputs measured in the same run; the machine is
-shared, so absolute numbers are noisy, ratios much less so). Judge pools are warmed before timing
-(workers started, a couple of solutions graded), so the numbers are steady-state throughput; the
-(b) harness is started and warmed the same way. With --repeat R the methods run round-robin R times
+Claims: (a)/(b) >= 2.0, (a2)/(c) >= 0.8, (d)/(e) >= 10, (d)/(a) >= 0.8 and (o) p50 < 5 ms (throughputs
+measured in the same run; the machine is shared, so absolute numbers are noisy, ratios much less so).
+Judge pools are warmed before timing (workers started, a couple of solutions graded), so the numbers
+are steady-state throughput; the (b) harness is started and warmed the same way. With --repeat R
+the methods run round-robin R times
 and each keeps its fastest run.
 
 Adding a method: append a `Method(key, label, run)` to `methods()`; `run(workload)` returns
@@ -57,7 +58,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = "leetcode/LeetCodeDataset-v0.3.1-test.jsonl.gz"
 # Canonical solutions that take seconds on their own tests: they would measure the solution, not the sandbox.
 SLOW_PROBLEMS = ("find-the-number-of-subsequences-with-equal-gcd", "maximum-number-of-moves-to-kill-all-pawns")
-TARGETS = (("a", "b", 2.0), ("a2", "c", 0.8), ("d", "e", 10.0), ("d", "e2", 10.0), ("d", "a", 0.8))  # (numerator, denominator, minimum ratio of solutions/s)
+TARGETS = (
+    ("a", "b", 2.0),
+    ("a2", "c", 0.8),
+    ("d", "e", 10.0),
+    ("d", "e2", 10.0),
+    ("d", "a", 0.8),
+)  # (numerator, denominator, minimum ratio of solutions/s)
 OVERHEAD_REPEATS = 3
 RECURSION_LIMIT = 10000  # what the judge's runner sets; the paper harness and (c) use the same
 
@@ -119,7 +126,7 @@ def paper_grade(job: dict[str, Any]) -> list[bool]:
         namespace = _load(job)
         exec(compile(job["test_setup"] + "\n" + test, "<test>", "exec"), namespace)
 
-    return [_in_fork(lambda: one(test), job["timeout"]) for test in job["tests"]]
+    return [_in_fork(lambda test=test: one(test), job["timeout"]) for test in job["tests"]]
 
 
 def fork_grade(job: dict[str, Any]) -> list[bool]:
@@ -131,7 +138,7 @@ def fork_grade(job: dict[str, Any]) -> list[bool]:
     except BaseException:  # noqa: BLE001
         return [False] * len(job["tests"])
     tests = [compile(test, "<test>", "exec") for test in job["tests"]]
-    return [_in_fork(lambda: exec(code, namespace), job["timeout"]) for code in tests]
+    return [_in_fork(lambda code=code: exec(code, namespace), job["timeout"]) for code in tests]
 
 
 def _harness_loop(warm_modules: Sequence[str]) -> None:
@@ -330,8 +337,19 @@ def _fresh_container_run(workload: Workload, unpacked: bool) -> Measurement:
     assert backend.apptainer and backend.rootfs and backend.image
     here = Path(__file__).resolve().parent
     image = backend.rootfs if unpacked else backend.image
-    argv = [backend.apptainer, "-s", "exec", *backend.container_flags(), "--bind", f"{here}:/opt/bench:ro", image,
-            "python3", "-I", "-c", "import sys; sys.path.insert(0, '/opt/bench'); import sandbox_throughput as b; b._harness_once()"]
+    argv = [
+        backend.apptainer,
+        "-s",
+        "exec",
+        *backend.container_flags(),
+        "--bind",
+        f"{here}:/opt/bench:ro",
+        image,
+        "python3",
+        "-I",
+        "-c",
+        "import sys; sys.path.insert(0, '/opt/bench'); import sandbox_throughput as b; b._harness_once()",
+    ]
 
     def grade(problem: Any) -> list[bool]:
         job = json.dumps(harness_job(workload, problem, "paper"))
@@ -376,8 +394,13 @@ def overhead_method(workload: Workload) -> Measurement:
             pool.close()
     diffs = sorted((a - p) * 1000 for a, p in zip(times["apptainer"], times["process"]))
     p50, p90 = diffs[len(diffs) // 2], diffs[int(len(diffs) * 0.9)]
-    return Measurement(2 * len(diffs) * OVERHEAD_REPEATS, 2 * workload.tests * OVERHEAD_REPEATS, seconds, None,
-                       {"overhead_ms_p50": round(p50, 2), "overhead_ms_p90": round(p90, 2), "target_p50_ms": 5.0, "pass": p50 < 5.0})
+    return Measurement(
+        2 * len(diffs) * OVERHEAD_REPEATS,
+        2 * workload.tests * OVERHEAD_REPEATS,
+        seconds,
+        None,
+        {"overhead_ms_p50": round(p50, 2), "overhead_ms_p90": round(p90, 2), "target_p50_ms": 5.0, "pass": p50 < 5.0},
+    )
 
 
 def methods() -> list[Method]:
@@ -447,8 +470,10 @@ def report(workload: Workload, table: list[Method], repeat: int, elapsed: float,
         rows.append(row)
         passed = "n/a" if full is None else f"{full}/{b.solutions}"
         to_b, to_c = (f"{x:.2f}x" if x == x else "-" for x in (row["ratio_to_b"], row["ratio_to_c"]))  # x != x: NaN, no base
-        print(f"{'(' + m.key + ') ' + m.label:<34} {row['workers']:>7} {row['solutions_per_s']:>12.1f} {row['tests_per_s']:>10.0f} "
-              f"{to_b:>8} {to_c:>8} {passed:>9}")
+        print(
+            f"{'(' + m.key + ') ' + m.label:<34} {row['workers']:>7} {row['solutions_per_s']:>12.1f} {row['tests_per_s']:>10.0f} "
+            f"{to_b:>8} {to_c:>8} {passed:>9}"
+        )
     print()
     targets = []
     for num, den, minimum in TARGETS:
@@ -479,10 +504,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     import click
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0])
-    @click.option("--n", "n", default=120, show_default=True, help="Canonical solutions to grade (the same set for every method).")
-    @click.option("--backend", default="process", show_default=True, help="Judge backend for (a), (a2), (a*): process, bubblewrap, apptainer.")
-    @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1), help="Round-robin runs; each method keeps its fastest.")
-    @click.option("--only", default="", help="Comma-separated method keys to run, e.g. a,b,f; 'all' adds the (f) reference to the default set.")
+    @click.option(
+        "--n", "n", default=120, show_default=True, help="Canonical solutions to grade (the same set for every method)."
+    )
+    @click.option(
+        "--backend",
+        default="process",
+        show_default=True,
+        help="Judge backend for (a), (a2), (a*): process, bubblewrap, apptainer.",
+    )
+    @click.option(
+        "--repeat", default=1, show_default=True, type=click.IntRange(1), help="Round-robin runs; each method keeps its fastest."
+    )
+    @click.option(
+        "--only",
+        default="",
+        help="Comma-separated method keys to run, e.g. a,b,f; 'all' adds the (f) reference to the default set.",
+    )
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers here as JSON.")
     def cli(n: int, backend: str, repeat: int, only: str, json_path: str | None) -> None:
         sys.path.insert(0, str(ROOT))
@@ -492,7 +530,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         keys = only.split(",") if only else []
         table = [m for m in methods() if (m.default if not keys else ("all" in keys or m.key in keys))]
         if not table:
-            raise click.BadParameter(f"no method has a key in {only!r}; keys: {', '.join(m.key for m in methods())}", param_hint="--only")
+            raise click.BadParameter(
+                f"no method has a key in {only!r}; keys: {', '.join(m.key for m in methods())}", param_hint="--only"
+            )
         print(f"{len(workload.problems)} LeetCode v0.3.1-test canonical solutions, {workload.tests} tests "
               f"(excluding {', '.join(SLOW_PROBLEMS)}); backend {backend}; {workload.cpus} CPUs; "
               f"Python {sys.version.split()[0]}; repeat {repeat}")
@@ -503,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 try:
                     result = Measurement(*m.run(workload))
                 except Exception as exc:  # noqa: BLE001 -- e.g. a backend that is not installed here
-                    print(f"  run {r + 1}/{repeat} ({m.key}) {m.label}: FAILED, left out: {type(exc).__name__}: {exc}", flush=True)
+                    print(
+                        f"  run {r + 1}/{repeat} ({m.key}) {m.label}: FAILED, left out: {type(exc).__name__}: {exc}", flush=True
+                    )
                     m.info = {"error": f"{type(exc).__name__}: {exc}"}
                     continue
                 print(f"  run {r + 1}/{repeat} ({m.key}) {m.label}: {result.solutions} solutions, {result.tests} tests "

@@ -88,7 +88,7 @@ def _forced_stages(ctx: click.Context, param: click.Parameter, value: tuple[str,
     return value
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("qrpo", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qrpo")
 def main() -> None:
     """Quantile Reward Policy Optimization for code models: the LeetCode pipeline.

@@ -19,18 +19,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import click
 
-from .backends import BACKENDS
 from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
 from .datasets import TEST_SETS
-from .extract import POLICIES as EXTRACT_POLICIES
-from .problem import GradeResult, Limits, Verdict
-from .rundir import write_atomic
+from .problem import BackendChoice, ExecutorKind, Extraction, GradeResult, Granularity, Limits, Verdict
+from .rundir import read_jsonl, write_atomic
 
-BACKEND_CHOICES = ["auto", *BACKENDS]
+BACKEND_CHOICES = list(get_args(BackendChoice))
 MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
 
 
@@ -108,7 +106,7 @@ def limit_options(role: str) -> Any:
     )
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("sandbox", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version(), prog_name="sandbox")
 def main() -> None:
     """Grade untrusted code against unit tests, without privileges.
@@ -127,9 +125,9 @@ def main() -> None:
               help="Where to write one JSON result per completion, in input order.")
 @backend_option
 @workers_option
-@click.option("--granularity", type=click.Choice(["per_test", "per_solution"]), default="per_test", show_default=True,
+@click.option("--granularity", type=click.Choice(get_args(Granularity)), default="per_test", show_default=True,
               help="A fork per test (clean state, as the paper) or one process per solution.")
-@click.option("--extract", type=click.Choice(EXTRACT_POLICIES), default="auto", show_default=True,
+@click.option("--extract", type=click.Choice(get_args(Extraction)), default="auto", show_default=True,
               help="How to get code from 'completion': a ```python block (first/last/longest), the prompt's continuation "
                    "(continuation: human-eval style), the whole text (full); auto: a block, else the format's convention.")
 @click.option("--tests", "test_set", type=click.Choice(TEST_SETS), default="plus", show_default=True,
@@ -154,7 +152,7 @@ def main() -> None:
 @click.option("--min-tests", type=IntIn(0, 1_000_000, 20), default=None, help="Drop problems with fewer tests (paper: 20).")
 @limit_options("")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+@click.option("--executor", type=click.Choice(get_args(ExecutorKind)), default=None,
               help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). "
                    "Default: grade in this process.")
 @click.option("--jobs", type=IntIn(1, 100_000, 16), default=4, show_default=True,
@@ -338,7 +336,7 @@ def demo(backend: str, workers: int | None) -> None:
     from .datasets import load_problems
 
     loaded = load_problems(demo_files.problems_path(), min_tests=20)
-    rows = [json.loads(line) for line in demo_files.completions_path().read_text().splitlines() if line.strip()]
+    rows = list(read_jsonl(demo_files.completions_path()))
     judge_backend = resolve_backend(backend)
     started = time.monotonic()
     results = grade_all(loaded, rows, backend=judge_backend, workers=workers, progress=sys.stderr.isatty())
@@ -478,6 +476,14 @@ def _sbatch_items(ctx: click.Context, param: click.Parameter, value: tuple[str, 
               help="Write host:port (and the token) here, mode 0600, once listening.")
 @click.option("--max-pending", type=IntIn(1, 10_000_000, 4096), default=None,
               help="Completions admitted at once; beyond: 503 + Retry-After (default max(1024, 64 per worker)).")
+@click.option("--allow-inline-problems", is_flag=True,
+              help="Accept problems in requests (their tests are code; each such request gets judges of its own).")
+@click.option("--max-body-mb", type=IntIn(1, 4096, 32), default=32, show_default=True,
+              help="Largest request body; larger ones get 413 before they are read.")
+@click.option("--request-timeout", type=FloatIn(0, 86_400, 600, low_open=True), default=None,
+              help="Cancel a request still grading after this many seconds (504).")
+@click.option("--max-connections", type=IntIn(16, 1_000_000, 2048), default=2048, show_default=True,
+              help="Open connections at once; requests beyond get 503.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--slurm", is_flag=True, help="Run the server as a SLURM job (submitit) and wait for its address file.")
@@ -496,6 +502,7 @@ def _sbatch_items(ctx: click.Context, param: click.Parameter, value: tuple[str, 
               help="--slurm: seconds to wait for the address file.")
 def serve(host: str, port: int, backend: str, workers: int | None, problem_files: tuple[str, ...], cpu: float | None,
           memory: int | None, wall: float | None, token: str | None, address_file: str | None, max_pending: int | None,
+          allow_inline_problems: bool, max_body_mb: int, request_timeout: float | None, max_connections: int,
           log_level: str, slurm: bool, partition: str | None, time_min: int, cpus: int, mem: str | None, job_name: str,
           log_dir: str, sbatch_params: dict[str, str], wait: float) -> None:
     """Serve grading over HTTP from a warm pool (POST /grade, GET /health).
@@ -511,7 +518,7 @@ def serve(host: str, port: int, backend: str, workers: int | None, problem_files
           --problems problems.jsonl --address-file /shared/sandbox.addr
     Clients: sandbox.client.SandboxClient("/shared/sandbox.addr").grade(problems, rows)
     """
-    from . import server as service
+    from . import service
 
     try:
         service.check_binding(host, token)
@@ -532,7 +539,9 @@ def serve(host: str, port: int, backend: str, workers: int | None, problem_files
         raise click.BadParameter(str(exc), param_hint="'--problems'") from None
     limits = _limits(cpu, memory, wall) or Limits()
     options: dict[str, Any] = {"host": host, "port": port, "backend": backend, "workers": workers, "token": token,
-                               "max_pending": max_pending, "log_level": log_level, "limits": limits}
+                               "max_pending": max_pending, "log_level": log_level, "limits": limits,
+                               "allow_inline_problems": allow_inline_problems, "max_body_mb": max_body_mb,
+                               "request_timeout_s": request_timeout, "max_connections": max_connections}
     if not slurm:
         try:
             service.serve(address_file=address_file, problems=table, **(options | {"backend": resolve_backend(backend)}))

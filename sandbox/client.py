@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .problem import GradeResult, Problem
+from .rundir import dumps
 
 TOKEN_ENV = "SANDBOX_TOKEN"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}")
@@ -69,7 +70,7 @@ class Server:
         if self.address_file is None:
             return self.spec, token
         try:
-            from .server import read_address_file  # no FastAPI needed: plain file parsing
+            from .service.address import read_address_file  # no FastAPI needed: plain file parsing
 
             address, file_token = read_address_file(self.address_file)
         except FileNotFoundError:
@@ -96,6 +97,8 @@ class _Transport:
 
     def __init__(self, timeout: float, connect_timeout: float) -> None:
         self.timeout = timeout
+        self.httpx: Any
+        self.client: Any
         try:
             import httpx
         except ImportError:
@@ -154,7 +157,7 @@ class SandboxClient:
         max_backoff: float = 30.0,
         concurrency: int | None = None,
         granularity: str = "per_test",
-        extract: str = "first",
+        extract: str = "auto",
     ) -> None:
         specs = [servers] if isinstance(servers, (str, os.PathLike)) else list(servers)
         if not specs:
@@ -198,7 +201,7 @@ class SandboxClient:
             headers["Authorization"] = f"Bearer {token}"
         body = None
         if payload is not None:
-            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            body = dumps(payload).encode("utf-8")  # a lone surrogate in a completion is escaped, not a crash
             headers["Content-Type"] = "application/json"
         self._count("requests")
         status, response_headers, content = self._transport.request(method, url + path, body, headers)
@@ -282,17 +285,26 @@ class SandboxClient:
         if len(starts) == 1 or self.concurrency == 1:
             parts = [self._grade_batch(rows[i:i + self.batch_size], i, table, options) for i in starts]
         else:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(starts)), thread_name_prefix="sandbox-client") as executor:
+            with ThreadPoolExecutor(
+                max_workers=min(self.concurrency, len(starts)), thread_name_prefix="sandbox-client"
+            ) as executor:
                 parts = list(executor.map(lambda i: self._grade_batch(rows[i:i + self.batch_size], i, table, options), starts))
         return [result for part in parts for result in part]
 
     def _rows(self, problems_or_task_ids: Any, completions: Iterable[Any]) -> tuple[list[Any], dict[str, Problem]]:
         completions = list(completions)
-        if isinstance(problems_or_task_ids, (list, tuple)) and problems_or_task_ids and all(isinstance(t, str) for t in problems_or_task_ids):
+        if (
+            isinstance(problems_or_task_ids, (list, tuple))
+            and problems_or_task_ids
+            and all(isinstance(t, str) for t in problems_or_task_ids)
+        ):
             task_ids = list(problems_or_task_ids)
             if len(task_ids) != len(completions):
                 raise ValueError(f"{len(task_ids)} task_ids for {len(completions)} completions; give one task_id per completion")
-            rows = [{"task_id": t, "completion": c} if isinstance(c, str) else {"task_id": t, **c} for t, c in zip(task_ids, completions)]
+            rows = [
+                {"task_id": t, "completion": c} if isinstance(c, str) else {"task_id": t, **c}
+                for t, c in zip(task_ids, completions)
+            ]
             return rows, {}
         table: dict[str, Problem] = {}
         if problems_or_task_ids is not None:
@@ -308,13 +320,20 @@ class SandboxClient:
             rows.append(row)
         return rows, table
 
-    def _grade_batch(self, rows: list[Any], offset: int, table: Mapping[str, Problem], options: dict[str, Any]) -> list[GradeResult]:
+    def _grade_batch(
+        self, rows: list[Any], offset: int, table: Mapping[str, Problem], options: dict[str, Any]
+    ) -> list[GradeResult]:
         needed: dict[str, Problem] = {}
         for row in rows:
             task_id = row.get("task_id") if isinstance(row, Mapping) else None
             if task_id is not None and str(task_id) in table:
                 needed[str(task_id)] = table[str(task_id)]
-        payload = {"problems": [p.to_dict() for p in needed.values()] or None, "completions": rows, "row_offset": offset, **options}
+        payload = {
+            "problems": [p.to_dict() for p in needed.values()] or None,
+            "completions": rows,
+            "row_offset": offset,
+            **options,
+        }
         try:
             response = self._call("POST", "/grade", payload)
         except _TooLarge as exc:
@@ -322,10 +341,14 @@ class SandboxClient:
                 raise SandboxClientError(f"the server refuses even a single completion: {exc}") from None
             self._count("splits")
             half = len(rows) // 2
-            return self._grade_batch(rows[:half], offset, table, options) + self._grade_batch(rows[half:], offset + half, table, options)
+            return self._grade_batch(rows[:half], offset, table, options) + self._grade_batch(
+                rows[half:], offset + half, table, options
+            )
         results = response.get("results") if isinstance(response, dict) else None
         if not isinstance(results, list) or len(results) != len(rows):
-            raise SandboxClientError(f"the server answered {len(results) if isinstance(results, list) else 'no'} results for {len(rows)} completions")
+            raise SandboxClientError(
+                f"the server answered {len(results) if isinstance(results, list) else 'no'} results for {len(rows)} completions"
+            )
         return [GradeResult.from_dict(r) for r in results]
 
 

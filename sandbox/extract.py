@@ -35,10 +35,12 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
-Policy = Literal["auto", "first", "last", "longest", "continuation", "full"]
-POLICIES: tuple[str, ...] = ("auto", "first", "last", "longest", "continuation", "full")
+from .problem import Extraction
+
+Policy = Extraction
+POLICIES: tuple[str, ...] = get_args(Extraction)
 FENCED: tuple[str, ...] = ("first", "last", "longest")
 # Formats whose published completions continue the prompt (human-eval, evalplus).
 CONTINUATION_FORMATS = frozenset({"humaneval", "humanevalplus"})
@@ -124,8 +126,9 @@ def completion_code(row: dict[str, Any], policy: Policy = "auto", prompt: str = 
     None: no code (verdict `no_code`). A row with none of these fields raises ValueError."""
     where = f" (task_id {row.get('task_id')!r})" if isinstance(row, dict) and row.get("task_id") is not None else ""
     if not isinstance(row, dict):  # ValueError like every other bad row, so callers catch one type
-        kind = type(row).__name__
-        raise ValueError(f"a completions row must be an object with 'task_id' and 'code' or 'completion', got {kind}")  # noqa: TRY004
+        raise ValueError(
+            f"a completions row must be an object with 'task_id' and 'code' or 'completion', got {type(row).__name__}"
+        )  # noqa: TRY004
     if policy not in POLICIES:
         raise ValueError(f"unknown extraction policy {policy!r}; use one of {list(POLICIES)}")
     for name in ("code", "solution"):

@@ -39,7 +39,15 @@ def probes() -> list[tuple[str, bool, str]]:
     out.append(("network namespaces", netns[0], "no-network sandboxes possible" if netns[0] else netns[1]))
     cg, reason = cgroups_usable()
     out.append(("cgroups for limits", cg, reason))
-    out.append(("fuse", fuse_usable(), "squashfuse and /dev/fuse: SIFs mount directly" if fuse_usable() else "no squashfuse or /dev/fuse: SIFs are unpacked to a directory once"))
+    out.append(
+        (
+            "fuse",
+            fuse_usable(),
+            "squashfuse and /dev/fuse: SIFs mount directly"
+            if fuse_usable()
+            else "no squashfuse or /dev/fuse: SIFs are unpacked to a directory once",
+        )
+    )
     bwrap = shutil.which("bwrap")
     out.append(("bubblewrap", bwrap is not None, bwrap or "not installed (apt-get install bubblewrap)"))
     return out

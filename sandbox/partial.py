@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .rundir import LockedError, StaleError, dumps, write_atomic
+from .rundir import LockedError, StaleError, dumps, read_jsonl, write_atomic
 
 FORMAT = 1
 KIND = "sandbox grade"
@@ -113,10 +113,9 @@ class PartialOutput:
         self.done += 1
 
     def rows_so_far(self) -> Iterator[dict[str, Any]]:
-        with open(self.path, encoding="utf-8") as f:
-            next(f, None)
-            for line in f:
-                yield json.loads(line)
+        rows = read_jsonl(self.path)
+        next(rows, None)  # the header
+        yield from rows
 
     def finish(self) -> list[dict[str, Any]]:
         """Write OUTPUT atomically from the partial file, remove the partial file; the rows."""

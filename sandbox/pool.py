@@ -1,5 +1,22 @@
-"""A warm pool of judges. Each worker is one long-lived judge process (in its backend's
-isolation) fed by one thread; results stream back in input order.
+"""A warm pool of judges as a long-lived executor: `submit(job) -> Future`, ordered `map`,
+cancellation of queued and running work.
+
+    with Pool("bubblewrap", workers=4) as pool:
+        future = pool.submit(Job(0, problem, code, "per_test"))    # concurrent.futures.Future
+        for result in pool.map(jobs): ...                          # input order, streamed
+        pool.cancel(futures)                                       # one request's work, queued or running
+
+Started once (by `start`, `with`, or the first submit), the pool keeps one thread per worker
+(`sandbox.worker.Worker`: one judge process) taking jobs from one queue, in turn over clients and
+requests (`sandbox.fair`: a flood from one client does not starve another's small request). Thread-safe by
+contract: any number of threads may submit, map and cancel at once (a server's requests, a
+reward function called from several threads) and share the warm judges.
+
+Cancelling a future that is still queued drops it; cancelling one that is being graded kills its
+worker's judge at once (the thread then reaps it, and the next item starts a fresh one), so a
+cancellation takes effect well within a second even for a solution that loops forever. To make
+that possible a future stays *pending* until its result is set: `Future.running()` is never
+true, and `Future.cancel()` always succeeds on unfinished work.
 
 A worker that dies, hangs past its item's deadline or answers garbage is killed and replaced,
 and its item is retried on a fresh judge; after `max_attempts` the item is reported as
@@ -8,141 +25,39 @@ and its item is retried on a fresh judge; after `max_attempts` the item is repor
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
-import queue
-import signal
-import subprocess
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
+from . import fair
 from .backends import Backend, get_backend
-from .judge import protocol
-from .problem import GradeResult, Problem, TestResult, Verdict
+from .problem import GradeResult, Granularity, Problem, TestResult, Verdict
+from .worker import Worker, WorkerError
+
+log = logging.getLogger("sandbox.pool")
 
 DEADLINE_MARGIN_S = 30.0
+LOOKAHEAD_PER_WORKER = 4  # map() keeps this many jobs per worker submitted ahead of the consumer
+CLOSE_JOIN_S = 10.0
+
+__all__ = ["DEADLINE_MARGIN_S", "Job", "Pool", "Worker", "WorkerError", "default_workers"]
 
 
 @dataclass
 class Job:
+    """One solution to grade. `index` is the request id the judge echoes (unique per worker at
+    any time, which one request at a time per worker guarantees; callers number their own)."""
+
     index: int
     problem: Problem
     code: str
-    granularity: str
+    granularity: Granularity | str
     details: bool = False  # failed tests carry a description with the expected value (h15)
-
-
-class _Spawner:
-    """Starts every judge from one long-lived thread. Judges (and bwrap's --die-with-parent)
-    use PR_SET_PDEATHSIG, which fires when the *thread* that forked them exits; spawning from
-    short-lived worker threads would kill judges at random, so they are all born here."""
-
-    def __init__(self) -> None:
-        self.requests: queue.Queue[tuple[list[str], dict[str, Any], queue.Queue[Any]]] = queue.Queue()
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-
-    def _serve(self) -> None:
-        while True:
-            argv, kwargs, reply = self.requests.get()
-            try:
-                reply.put(subprocess.Popen(argv, **kwargs))
-            except BaseException as exc:
-                reply.put(exc)
-
-    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._serve, name="qrpo-judge-spawner", daemon=True)
-                self.thread.start()
-        reply: queue.Queue[Any] = queue.Queue()
-        self.requests.put((argv, kwargs, reply))
-        result = reply.get()
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-
-SPAWNER = _Spawner()
-
-
-class WorkerError(RuntimeError):
-    """The judge process failed (died, hung, broke the protocol): an infrastructure failure."""
-
-
-class Worker:
-    """One judge process and the pipes to it."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started = 0
-        self.lock = threading.Lock()  # one request at a time: concurrent Pool.grade calls share workers
-
-    def start(self) -> None:
-        self.process = SPAWNER.popen(
-            self.backend.judge_command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=self.backend.judge_env(),
-            start_new_session=True,
-        )
-        self.started += 1
-        assert self.process.stdin and self.process.stdout
-        try:
-            protocol.write_message(self.process.stdin.fileno(), {"op": "ping", "id": 0})
-            pong = protocol.read_message(self.process.stdout.fileno(), time.monotonic() + 120)
-        except (OSError, protocol.ProtocolError) as exc:
-            self.stop()
-            raise WorkerError(f"the {self.backend.name} judge did not start: {exc}") from None
-        if not pong.get("pong"):
-            self.stop()
-            raise WorkerError(f"the {self.backend.name} judge answered {pong!r} to a ping")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid if self.process else 0
-
-    def grade(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        with self.lock:
-            return self._grade(request, timeout)
-
-    def _grade(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        if self.process is None or self.process.poll() is not None:
-            self.start()
-        assert self.process and self.process.stdin and self.process.stdout
-        try:
-            protocol.write_message(self.process.stdin.fileno(), request)
-            response = protocol.read_message(self.process.stdout.fileno(), time.monotonic() + timeout)
-        except protocol.Timeout:
-            self.stop()
-            raise WorkerError(f"the judge did not answer within {timeout:.0f} s") from None
-        except (OSError, protocol.ProtocolError) as exc:
-            code = self.process.poll()
-            self.stop()
-            raise WorkerError(f"the judge died ({exc}; exit status {code})") from None
-        if response.get("id") != request["id"] or "error" in response or "tests" not in response:
-            self.stop()
-            raise WorkerError(f"the judge failed: {str(response.get('error', response))[:300]}")
-        return response
-
-    def stop(self) -> None:
-        """Kill the judge's whole session (judge, zygote, runners)."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        process.kill()
-        process.wait()
-        for stream in (process.stdin, process.stdout):
-            if stream:
-                stream.close()
 
 
 def default_workers() -> int:
@@ -150,19 +65,26 @@ def default_workers() -> int:
 
 
 class Pool:
-    """`with Pool("bubblewrap", workers=4) as pool: results = list(pool.grade(jobs))`.
+    """A long-lived executor grading `Job`s on warm judges; see the module docstring."""
 
-    Thread-safe: concurrent `grade` calls (a server's requests) share the warm workers, each
-    worker serving one request at a time."""
-
-    def __init__(self, backend: str | Backend = "auto", workers: int | None = None, max_attempts: int = 3, progress: bool = False) -> None:
+    def __init__(
+        self, backend: str | Backend = "auto", workers: int | None = None, max_attempts: int = 3, progress: bool = False
+    ) -> None:
         self.backend = backend if isinstance(backend, Backend) else get_backend(backend)
         self.size = workers or default_workers()
         self.max_attempts = max_attempts
         self.progress = progress
         self.workers: list[Worker] = []
-        self.restarts = 0
-        self._lock = threading.Lock()
+        self.restarts = 0  # judges replaced after a failure (not after a cancellation)
+        self.judged = 0  # items graded by a judge (results set)
+        self._cond = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._queue: fair.FairQueue[tuple[Job, Future[GradeResult]]] = fair.FairQueue()  # round robin over clients and requests
+        self._running: dict[Future[GradeResult], Worker] = {}
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def __enter__(self) -> Pool:
         self.start()
@@ -171,35 +93,166 @@ class Pool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def alive(self) -> bool:
+        """Started, not closed, and every worker thread serving."""
+        return bool(self._threads) and not self._closing and all(t.is_alive() for t in self._threads)
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not finished (queued, including cancelled ones not yet dropped, or running)."""
+        with self._cond:
+            return len(self._queue) + len(self._running)
+
+    @property
+    def running(self) -> int:
+        """Items being graded now."""
+        with self._cond:
+            return len(self._running)
+
     def start(self) -> None:
-        if self.workers:
-            return
-        self.backend.prepare()
-        self.workers = [Worker(self.backend) for _ in range(self.size)]
-        errors: list[str] = []
+        """Start the judges and their threads (idempotent, thread-safe; a closed pool starts again)."""
+        with self._start_lock:
+            if self._threads:
+                return
+            self.backend.prepare()
+            workers = [Worker(self.backend) for _ in range(self.size)]
+            errors: list[str] = []
 
-        def start(worker: Worker) -> None:
-            try:
-                worker.start()
-            except WorkerError as exc:  # retried lazily when the worker gets an item
-                errors.append(str(exc))
+            def start(worker: Worker) -> None:
+                try:
+                    worker.start()
+                except WorkerError as exc:  # retried when the worker gets an item
+                    errors.append(str(exc))
 
-        threads = [threading.Thread(target=start, args=(w,)) for w in self.workers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if len(errors) == len(self.workers):
-            self.close()
-            raise WorkerError(f"no judge of the {self.backend.name} backend could start: {errors[0]}")
+            starters = [threading.Thread(target=start, args=(w,)) for w in workers]
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+            if len(errors) == len(workers):
+                for worker in workers:
+                    worker.stop()
+                self.backend.cleanup()
+                raise WorkerError(f"no judge of the {self.backend.name} backend could start: {errors[0]}")
+            with self._cond:
+                self._closing = False
+            self.workers = workers
+            self._threads = [threading.Thread(target=self._serve, args=(w,), name=f"sandbox-worker-{i}", daemon=True)
+                             for i, w in enumerate(workers)]
+            for t in self._threads:
+                t.start()
 
     def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.workers = []
-        self.backend.cleanup()
+        """Cancel queued and running work, stop the judges and their threads."""
+        with self._start_lock:
+            with self._cond:
+                self._closing = True
+                queued = [future for _, future in self._queue.drain()]
+                running = list(self._running)
+                self._cond.notify_all()
+            for future in queued + running:
+                future.cancel()
+            for t in self._threads:
+                t.join(CLOSE_JOIN_S)
+            for worker in self.workers:
+                worker.stop()
+            self._threads = []
+            self.workers = []
+            self.backend.cleanup()
 
-    def _run(self, worker: Worker, job: Job) -> GradeResult:
+    # -- the executor -------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> Future[GradeResult]:
+        """Queue one job; its future holds the GradeResult (cancel it to drop or stop the work).
+        Under an active `sandbox.fair.Ticket` the job takes its turn with that ticket's client and
+        request, and the ticket's `cancel` cancels it."""
+        self.start()
+        future: Future[GradeResult] = Future()
+        future.add_done_callback(self._on_done)
+        ticket = fair.current()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the pool is closed")
+            if ticket is None:
+                self._queue.put((job, future))
+            else:
+                self._queue.put((job, future), ticket.group, ticket.request)
+            self._cond.notify()
+        if ticket is not None:
+            ticket.track(future)
+        return future
+
+    def map(self, jobs: Iterable[Job], total: int | None = None) -> Generator[GradeResult, None, None]:
+        """Grade jobs; yield results in input order as they become ready. Jobs are submitted
+        lazily, a few per worker ahead of the consumer; closing the iterator early (or an
+        exception in the consumer) cancels what it submitted and has not yet yielded."""
+        self.start()
+        window: collections.deque[Future[GradeResult]] = collections.deque()
+        source = iter(jobs)
+        limit = max(1, self.size * LOOKAHEAD_PER_WORKER)
+        bar = _progress(total, self.progress)
+        try:
+            while True:
+                for job in source:
+                    window.append(self.submit(job))
+                    if len(window) >= limit:
+                        break
+                if not window:
+                    return
+                result = window.popleft().result()
+                bar.update(1)
+                yield result
+        finally:
+            self.cancel(window)
+            bar.close()
+
+    grade = map  # the name callers used before the pool was an executor
+
+    def cancel(self, futures: Iterable[Future[GradeResult]]) -> int:
+        """Cancel every unfinished future given (for example all of one request's); returns how many."""
+        return sum(future.cancel() for future in list(futures))
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _on_done(self, future: Future[GradeResult]) -> None:
+        """Runs in the thread that finished or cancelled the future: a cancelled running item
+        gets its judge killed now."""
+        if not future.cancelled():
+            return
+        with self._cond:
+            worker = self._running.get(future)
+        if worker is not None:
+            worker.kill()
+
+    def _serve(self, worker: Worker) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                job, future = self._queue.pop()
+                if future.done():  # cancelled while queued
+                    continue
+                self._running[future] = worker
+            try:
+                result = self._run(worker, job, future)
+            except BaseException as exc:  # a bug of ours: surface it to the caller, don't hang
+                log.exception("grading %s failed", job.problem.task_id)
+                with self._cond:
+                    self._running.pop(future, None)
+                _settle(future, exc)
+                continue
+            with self._cond:
+                self._running.pop(future, None)
+                if result is not None:
+                    self.judged += 1
+            if result is not None:
+                _settle(future, result)
+
+    def _run(self, worker: Worker, job: Job, future: Future[GradeResult]) -> GradeResult | None:
+        """Grade one job with retries on fresh judges; None once the future is cancelled."""
         problem = job.problem
         request = {"id": job.index, "problem": problem.to_dict(), "code": job.code, "granularity": job.granularity,
                    "details": job.details}
@@ -207,10 +260,15 @@ class Pool:
         errors = []
         for attempt in range(1, self.max_attempts + 1):
             try:
+                worker.ensure_started()
+                if future.cancelled():  # a cancel from now on kills this judge, which grade() notices
+                    return None
                 response = worker.grade(request, timeout)
             except WorkerError as exc:
+                if future.cancelled():
+                    return None
                 errors.append(str(exc))
-                with self._lock:
+                with self._cond:
                     self.restarts += 1
                 continue
             tests = tuple(TestResult.from_dict(t) for t in response["tests"])
@@ -218,7 +276,6 @@ class Pool:
                 errors.append(f"the judge returned {len(tests)} verdicts for {len(problem.tests)} tests")
                 worker.stop()
                 continue
-            info = dict(response.get("info") or {})
             return GradeResult(
                 task_id=problem.task_id,
                 tests=tests,
@@ -227,74 +284,23 @@ class Pool:
                 stderr=response.get("stderr", ""),
                 time_s=float(response.get("time_s", 0.0)),
                 attempts=attempt,
-                info=info,
+                info=dict(response.get("info") or {}),
             )
         reason = f"grading failed {self.max_attempts} times: " + " | ".join(errors)[-1000:]
-        return GradeResult.uniform(problem.task_id, len(problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, reason, attempts=self.max_attempts)
+        return GradeResult.uniform(
+            problem.task_id, len(problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, reason, attempts=self.max_attempts
+        )
 
-    def grade(self, jobs: Iterable[Job], total: int | None = None) -> Iterator[GradeResult]:
-        """Grade jobs on all workers; yield results in input order as they become ready."""
-        self.start()
-        work: queue.Queue[Job | None] = queue.Queue(maxsize=self.size * 4)
-        done: dict[int, GradeResult] = {}
-        ready = threading.Condition()
-        failure: list[BaseException] = []
 
-        def serve(worker: Worker) -> None:
-            while True:
-                job = work.get()
-                if job is None:
-                    return
-                try:
-                    result = self._run(worker, job)
-                except BaseException as exc:  # a bug of ours: surface it, don't hang
-                    failure.append(exc)
-                    result = GradeResult.uniform(job.problem.task_id, len(job.problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, repr(exc))
-                with ready:
-                    done[job.index] = result
-                    ready.notify_all()
-
-        threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in self.workers]
-        for t in threads:
-            t.start()
-        order: list[int] = []
-        feeder_done = threading.Event()
-
-        def feed() -> None:
-            try:
-                for job in jobs:
-                    with ready:
-                        order.append(job.index)
-                        ready.notify_all()
-                    work.put(job)
-            finally:
-                for _ in threads:
-                    work.put(None)
-                with ready:
-                    feeder_done.set()
-                    ready.notify_all()
-
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        bar = _progress(total, self.progress)
-        position = 0
-        try:
-            while True:
-                with ready:
-                    while not (position < len(order) and order[position] in done) and not (feeder_done.is_set() and position >= len(order)):
-                        ready.wait(0.5)
-                    if position >= len(order) and feeder_done.is_set():
-                        break
-                    result = done.pop(order[position])
-                position += 1
-                bar.update(1)
-                yield result
-        finally:
-            bar.close()
-        for t in threads:
-            t.join()
-        if failure:
-            raise failure[0]
+def _settle(future: Future[GradeResult], outcome: GradeResult | BaseException) -> None:
+    """Set a result or exception unless the future was cancelled meanwhile."""
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        pass
 
 
 class _NoBar:

@@ -14,8 +14,16 @@ from typing import Any, Literal
 
 from .judge.verdicts import VERDICTS, VerdictName  # noqa: F401  defined once, in the judge
 
+# Every choice list of the sandbox, defined once here and imported by the CLI (click.Choice(get_args(...))),
+# the service's request models, the cluster driver and qrpo's config loader.
 TestKind = Literal["function", "stdio"]
-Granularity = Literal["per_test", "per_solution"]
+Granularity = Literal["per_test", "per_solution"]  # a fresh process per test (as the paper) or one per solution
+Extraction = Literal[
+    "auto", "first", "last", "longest", "continuation", "full"
+]  # what of a completion is graded (sandbox.extract)
+BackendName = Literal["apptainer", "bubblewrap", "process"]  # the isolation backends (sandbox.backends.BACKENDS)
+BackendChoice = Literal["auto", "apptainer", "bubblewrap", "process"]  # what a user may ask for: a backend or auto
+ExecutorKind = Literal["local", "slurm"]  # where sharded work runs: submitit's LocalExecutor or SLURM
 
 
 class Verdict(str, enum.Enum):
@@ -156,7 +164,9 @@ class TestResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestResult:
-        return cls(Verdict(data["verdict"]), float(data.get("time_s", 0.0)), data.get("detail", ""), bool(data.get("trusted", True)))
+        return cls(
+            Verdict(data["verdict"]), float(data.get("time_s", 0.0)), data.get("detail", ""), bool(data.get("trusted", True))
+        )
 
 
 @dataclass(frozen=True)

@@ -25,26 +25,50 @@ training, not quietly teach the model nothing). A completion the sandbox failed 
 (`sandbox_error`, an infrastructure failure, never the solution's fault) gets None, which TRL
 treats as "no reward from this function" (pass `sandbox_error_reward=0.0` to score it 0).
 
-With a local pool, every training process (accelerate/torchrun rank) starts its own judges:
+Metrics: when TRL passes `log_metric`, every call logs, under `<name>/...`, the fraction of the
+batch's completions per verdict (`passed`, `wrong_answer`, `timeout`, `runtime` (runtime_error
+and memory), `syntax`, `no_code`, `sandbox_error`), `tests_per_s` (tests judged / grading wall
+time) and `latency_s` (the grading wall time of the batch); TRL averages them per logging step
+and they appear in `trainer.state.log_history`.
+
+Async: `AsyncSandboxReward` is the same reward with `async def __call__` (grading runs in a
+thread, so the event loop stays free); TRL awaits async reward functions concurrently with each
+other, so a sandbox reward and, say, a format reward overlap.
+
+Thread-safe: a local pool (`sandbox.pool.Pool`) is an executor that any number of threads may
+share, so concurrent calls need no lock. With a local pool, every training process
+(accelerate/torchrun rank) starts its own judges:
 pass `workers=` (the CPUs each rank may use), or run one `sandbox serve` and give every rank a
 client. The full results of the last call are in `reward.last_results`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import dataclasses
 import json
-import threading
+import time
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .pool import Pool
 from .problem import GradeResult, Limits, Problem, Verdict
 
 # Keyword arguments TRL passes that are not dataset columns.
-_NOT_COLUMNS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "num_generations", "prompt", "completion"}
+_NOT_COLUMNS = {
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "num_generations",
+    "prompt",
+    "completion",
+}
 
 
 def completion_text(completion: Any) -> str:
@@ -117,14 +141,22 @@ class SandboxReward:
         self.sandbox_error_reward = sandbox_error_reward
         self.__name__ = name  # TRL logs rewards/<__name__>
         self.last_results: list[GradeResult] = []
-        self._pool: Any = None
-        self._lock = threading.Lock()
+        self._pool: Pool | None = None if client is not None else Pool(backend, workers=workers)  # started by the first call
         atexit.register(_close_ref, weakref.ref(self))
 
     # ----------------------------------------------------------------------------------------
 
     def __call__(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[float | None]:
+        started = time.perf_counter()
         results = self.grade(prompts, completions, **kwargs)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            for key, value in batch_metrics(results, time.perf_counter() - started).items():
+                log_metric(f"{self.__name__}/{key}", value)
+        return self.rewards(results)
+
+    def rewards(self, results: list[GradeResult]) -> list[float | None]:
+        """The reward of each result: its pass rate, or `sandbox_error_reward` for a sandbox error."""
         rewards: list[float | None] = []
         for result in results:
             if any(t.verdict is Verdict.SANDBOX_ERROR for t in result.tests):
@@ -133,7 +165,9 @@ class SandboxReward:
                 rewards.append(result.pass_rate)
         errors = sum(r is None for r in rewards)
         if errors:
-            warnings.warn(f"{errors} of {len(rewards)} completions could not be graded (sandbox_error); their reward is None", stacklevel=2)
+            warnings.warn(
+                f"{errors} of {len(rewards)} completions could not be graded (sandbox_error); their reward is None", stacklevel=2
+            )
         return rewards
 
     def grade(self, prompts: Any = None, completions: Any = None, **kwargs: Any) -> list[GradeResult]:
@@ -210,22 +244,16 @@ class SandboxReward:
         if self.client is not None:
             return self.client.grade(table or None, rows, granularity=self.granularity, extract=self.extract)
         from .api import grade
-        from .pool import Pool
 
-        with self._lock:
-            if self._pool is None:
-                self._pool = Pool(self.backend, workers=self.workers)
-                self._pool.start()
-            return grade(table, rows, pool=self._pool, granularity=self.granularity, extract=self.extract)
+        assert self._pool is not None
+        return grade(table, rows, pool=self._pool, granularity=self.granularity, extract=self.extract)
 
     # ----------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the local pool's judges (a later call starts a new pool)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        """Stop the local pool's judges (a later call starts them again)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> SandboxReward:
         return self
@@ -238,10 +266,45 @@ class SandboxReward:
         return f"<SandboxReward {self.__name__} via {via}, {len(self.problems)} problems>"
 
 
+class AsyncSandboxReward(SandboxReward):
+    """`SandboxReward` with `async def __call__`: TRL awaits it (concurrently with its other async
+    reward functions); the grading itself runs in a worker thread on the shared pool or client."""
+
+    async def __call__(  # type: ignore[override]
+        self, prompts: Any = None, completions: Any = None, **kwargs: Any
+    ) -> list[float | None]:
+        call = super().__call__
+        return await asyncio.to_thread(lambda: call(prompts, completions, **kwargs))
+
+
+# Per-batch verdict rates: metric name -> the verdicts it counts.
+RATE_VERDICTS: dict[str, tuple[Verdict, ...]] = {
+    "passed": (Verdict.PASSED,),
+    "wrong_answer": (Verdict.WRONG_ANSWER,),
+    "timeout": (Verdict.TIMEOUT,),
+    "runtime": (Verdict.RUNTIME_ERROR, Verdict.MEMORY),
+    "syntax": (Verdict.SYNTAX_ERROR,),
+    "no_code": (Verdict.NO_CODE,),
+    "sandbox_error": (Verdict.SANDBOX_ERROR,),
+}
+
+
+def batch_metrics(results: list[GradeResult], latency_s: float) -> dict[str, float]:
+    """Fraction of completions per verdict (a completion's verdict: its first failing test's, or
+    passed), tests judged per second of grading, and the batch's grading latency."""
+    n = max(1, len(results))
+    verdicts = [r.verdict for r in results]
+    metrics = {name: sum(v in kinds for v in verdicts) / n for name, kinds in RATE_VERDICTS.items()}
+    judged = sum(r.total for r in results if r.verdict not in (Verdict.NO_CODE, None))
+    metrics["tests_per_s"] = judged / latency_s if latency_s > 0 else 0.0
+    metrics["latency_s"] = latency_s
+    return metrics
+
+
 def _close_ref(ref: weakref.ref[SandboxReward]) -> None:
     reward = ref()
     if reward is not None:
         reward.close()
 
 
-__all__ = ["SandboxReward", "completion_text"]
+__all__ = ["RATE_VERDICTS", "AsyncSandboxReward", "SandboxReward", "batch_metrics", "completion_text"]

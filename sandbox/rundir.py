@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,20 +224,31 @@ class Hasher:
 
 
 @contextlib.contextmanager
-def lock(folder: PathLike, what: str = "process") -> Iterator[None]:
-    """Hold `folder`/.lock for the duration: one worker per directory. The kernel drops an flock
-    when its process dies, so a killed job never leaves a stale lock behind. `what` names the
-    holder in the error (`another qrpo (pid 123) is working in DIR`)."""
+def lock(folder: PathLike, what: str = "process", *, name: str = ".lock",
+         on_busy: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold `folder`/`name` for the duration: one worker per directory (or per item, with its own
+    `name`). The kernel drops an flock when its process dies, so a killed job never leaves a stale
+    lock behind. When another process holds it: LockedError, whose message names the holder by
+    `what` (`another qrpo (pid 123) is working in DIR`); or, given `on_busy`, call it with the
+    holder's pid and wait for the lock (a file system without locks, ENOLCK, then goes on unlocked)."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+", encoding="utf-8") as f:
+    with open(root / name, "a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "?"
-            raise LockedError(f"another {what} (pid {holder}) is working in {root}; wait for it to finish, "
-                              "or give this one another directory") from None
+            if on_busy is None:
+                raise LockedError(f"another {what} (pid {holder}) is working in {root}; wait for it to finish, "
+                                  "or give this one another directory") from None
+            on_busy(holder)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError:
+            if on_busy is None:
+                raise
+            yield  # no locks on this file system: waiting is impossible, going on is harmless here
+            return
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))

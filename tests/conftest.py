@@ -77,7 +77,10 @@ def slurm(submitit_installed) -> str:
         missing(f"sinfo does not respond within 30 s (SLURM_CONF={conf})")
     states = proc.stdout.split()
     if proc.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states):
-        missing(f"the SLURM cluster of {conf} is not usable: sinfo exit {proc.returncode}, node states {states}, {proc.stderr.strip()[:300]}")
+        missing(
+            f"the SLURM cluster of {conf} is not usable: sinfo exit {proc.returncode}, node states {states}, "
+            f"{proc.stderr.strip()[:300]}"
+        )
     return conf
 
 

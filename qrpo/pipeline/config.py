@@ -25,15 +25,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from sandbox.extract import Policy as ExtractPolicy
-from sandbox.problem import Granularity
+from sandbox.problem import BackendChoice, ExecutorKind, Granularity
+from sandbox.problem import Extraction as ExtractPolicy
 
 from .prompts import GradedPreamble, PromptStyle
 from .sampling import DType, Engine
 from .splits import SplitMethod
 
-# TODO(h18s merge): sandbox.problem.ExecutorKind (the same two values, for sharded grading) replaces this one.
-ExecutorKind = Literal["local", "slurm"]  # where the heavy work runs (`executor.make_executor`)
 PairTies = Literal["keep", "drop"]  # pairs whose two rewards are equal: kept (the paper) or left out
 Launcher = Literal["python", "accelerate"]  # how a training run starts (`python -m` or `accelerate launch`)
 Checkpoints = Literal["all", "final"]  # which checkpoints of a training run are evaluated
@@ -78,16 +76,6 @@ def _numbers(value: Any) -> Any:
         return [_numbers(v) for v in value]
     if isinstance(value, dict):
         return {k: _numbers(v) for k, v in value.items()}
-    return value
-
-
-def _backend(value: str) -> str:
-    # TODO(h18s merge): sandbox.problem.BackendChoice (a Literal) replaces this registry lookup once it is on main.
-    from sandbox.backends import BACKENDS
-
-    choices = ("auto", *BACKENDS)
-    if value not in choices:
-        raise ValueError(f"is {value!r}; choose one of: {', '.join(choices)}")
     return value
 
 
@@ -198,7 +186,7 @@ class GenerateConfig(Section):
 class SandboxConfig(Section):
     """Grading, for `grade` and `evaluate` (limits per test: the paper's 1 s and 1 GiB)."""
 
-    backend: Annotated[str, AfterValidator(_backend)] = "auto"
+    backend: BackendChoice = "auto"
     workers: Positive | None = Field(default=None, description="Local judges (default: one per CPU).")
     granularity: Granularity = "per_test"
     extract: ExtractPolicy = "first"

@@ -77,12 +77,12 @@ class SlurmExecutor:
     def _executor(self, stage: str, folder: Path, job: SlurmJobConfig) -> Any:
         import submitit
 
+        from sandbox.cluster.scheduler import batch_python  # `exec`, so scancel and time limits reach the job
+
         package_root = str(Path(__file__).resolve().parents[2])
         setup = [f"export PYTHONPATH={shlex.quote(package_root)}${{PYTHONPATH:+:$PYTHONPATH}}"]
         multi_node = job.nodes > 1
-        # `exec` replaces the batch shell with python, so scancel and time limits reach it (see sandbox.cluster).
-        python = shlex.quote(sys.executable) if multi_node else "exec " + shlex.quote(sys.executable)
-        executor = submitit.SlurmExecutor(folder=folder / "%j", python=python, max_num_timeout=3)
+        executor = submitit.SlurmExecutor(folder=folder / "%j", python=batch_python(use_srun=multi_node), max_num_timeout=3)
         params: dict[str, Any] = {"job_name": f"qrpo-{stage}", "time": int(job.time_min), "nodes": job.nodes,
                                   "ntasks_per_node": 1, "cpus_per_task": job.cpus_per_task, "setup": setup,
                                   "use_srun": multi_node, "signal_delay_s": 60}

@@ -341,9 +341,15 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
                     )
                     continue
                 if not isinstance(row, dict):
-                    yield lineno, RowError(
-                        lineno, None, None,
-                        f"expected a JSON object per line, got a JSON {type(row).__name__}; wrap the row in {{...}} with named fields",
+                    yield (
+                        lineno,
+                        RowError(
+                            lineno,
+                            None,
+                            None,
+                            f"expected a JSON object per line, got a JSON {type(row).__name__}; wrap the row in {{...}} with "
+                            "named fields",
+                        ),
                     )
                     continue
                 yield lineno, row
@@ -378,11 +384,19 @@ def _convert(adapter: Adapter, rowno: int, row: dict[str, Any]) -> Problem | Row
         name = exc.args[0] if exc.args else "?"
         return RowError(rowno, task_id, str(name), f"missing field {name!r}; add it to the row or drop the row", adapter.name)
     except SyntaxError as exc:
-        return RowError(rowno, task_id, None, f"code does not parse ({exc.msg}, line {exc.lineno}); fix the code in the row", adapter.name)
+        return RowError(
+            rowno, task_id, None, f"code does not parse ({exc.msg}, line {exc.lineno}); fix the code in the row", adapter.name
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         return RowError(rowno, task_id, None, f"{type(exc).__name__}: {exc}; fix the row or drop it", adapter.name)
     if not isinstance(problem, Problem):
-        return RowError(rowno, task_id, None, f"adapter {adapter.name!r} returned {type(problem).__name__}, not a Problem (a bug in the adapter)", adapter.name)
+        return RowError(
+            rowno,
+            task_id,
+            None,
+            f"adapter {adapter.name!r} returned {type(problem).__name__}, not a Problem (a bug in the adapter)",
+            adapter.name,
+        )
     if not problem.task_id:
         return RowError(rowno, task_id, "task_id", "empty task_id; give the row a non-empty task_id", adapter.name)
     if not problem.tests:
@@ -485,7 +499,9 @@ def load_problems(
             result.skipped.append(Skipped(problem.task_id, rowno, f"{total} tests < min_tests={min_tests}"))
             continue
         if max_tests is not None and total > max_tests:
-            problem = dataclasses.replace(problem, tests=problem.tests[:max_tests], metadata={**problem.metadata, "total_tests": total})
+            problem = dataclasses.replace(
+                problem, tests=problem.tests[:max_tests], metadata={**problem.metadata, "total_tests": total}
+            )
         if "source_format" not in problem.metadata:
             problem = dataclasses.replace(problem, metadata={**problem.metadata, "source_format": adapter.name})
         result.problems[problem.task_id] = problem
@@ -526,7 +542,9 @@ def check_python(source: str, field_name: str, mode: str = "exec") -> None:
     try:
         ast.parse(source, mode=mode)
     except SyntaxError as exc:
-        raise FieldError(field_name, f"{field_name!r} does not parse as Python ({exc.msg}, line {exc.lineno}); fix the code") from None
+        raise FieldError(
+            field_name, f"{field_name!r} does not parse as Python ({exc.msg}, line {exc.lineno}); fix the code"
+        ) from None
 
 
 def function_tests(source: str, field_name: str, candidate: str = "candidate") -> tuple[str, tuple[Test, ...], str]:
@@ -536,9 +554,13 @@ def function_tests(source: str, field_name: str, candidate: str = "candidate") -
     try:
         split = split_check(source, candidate=candidate)
     except SyntaxError as exc:
-        raise FieldError(field_name, f"test code in {field_name!r} does not parse ({exc.msg}, line {exc.lineno}); fix the test code") from None
+        raise FieldError(
+            field_name, f"test code in {field_name!r} does not parse ({exc.msg}, line {exc.lineno}); fix the test code"
+        ) from None
     except ValueError as exc:
-        raise FieldError(field_name, f"{exc}; the {field_name!r} field needs at least one assert that calls {candidate!r}") from None
+        raise FieldError(
+            field_name, f"{exc}; the {field_name!r} field needs at least one assert that calls {candidate!r}"
+        ) from None
     return split.setup, tuple(Test(kind="function", source=t) for t in split.tests), split.candidate
 
 

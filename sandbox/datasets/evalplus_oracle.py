@@ -35,7 +35,7 @@ class QrpoUnrepresentable:
     def __ne__(self, other):
         return True
 
-    __hash__ = None  # type: ignore[assignment]  # unhashable, like the values it stands for
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as equal to nothing
 
 
 def qrpo_decode(value):
@@ -105,8 +105,7 @@ def qrpo_evalplus_match(dataset, entry_point, inp, out, exp, atol):
         elif entry_point in QRPO_NOT_NONE:  # exp is whether the canonical's output was not None
             exact = out == exp if isinstance(out, bool) else exp == (out is not None)
     if dataset == "humaneval" and entry_point == "find_zero":
-        xs = inp[0]  # HumanEval/32's input is (xs,); evalplus calls _poly(*inp, out)
-        return abs(_qrpo_poly(xs, out)) <= atol
+        return abs(_qrpo_poly(inp[0], out)) <= atol  # find_zero(xs): the polynomial xs at the returned root
     if not exact and atol != 0:
         if type(out) is not type(exp):
             return False

@@ -36,7 +36,9 @@ def build_query(description: str, starter_code: str) -> str:
 
 class LeetCodeAdapter(Adapter):
     name = "leetcode"
-    description = "LeetCodeDataset v0.1-v0.3: 'task_id', 'prompt' (preamble), 'entry_point', 'test', 'completion', 'query' or 'meta'"
+    description = (
+        "LeetCodeDataset v0.1-v0.3: 'task_id', 'prompt' (preamble), 'entry_point', 'test', 'completion', 'query' or 'meta'"
+    )
 
     def detect(self, row: dict[str, Any]) -> bool:
         return (

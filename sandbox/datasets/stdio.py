@@ -198,7 +198,10 @@ def _text(value: Any, field_name: str) -> str:
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "\n".join(value)
-    raise FieldError(field_name, f"expected a string or a list of strings for standard input/output, got {type(value).__name__}; fix the test case")
+    raise FieldError(
+        field_name,
+        f"expected a string or a list of strings for standard input/output, got {type(value).__name__}; fix the test case",
+    )
 
 
 def _expected(output: Any) -> Any:
@@ -286,10 +289,16 @@ class StdioAdapter(Adapter):
             raise FieldError("input_output", f"{len(inputs)} inputs but {len(outputs)} outputs; make them pair up")
         fn_name = io.get("fn_name")
         if not fn_name:
-            tests = [Test("stdio", stdin=_text(i, "input_output"), stdout=_text(o, "input_output")) for i, o in zip(inputs, outputs)]
+            tests = [
+                Test("stdio", stdin=_text(i, "input_output"), stdout=_text(o, "input_output")) for i, o in zip(inputs, outputs)
+            ]
             return tests, "", {}
         sig = parse_signature(starter_code, fn_name)
-        entry_point = sig.entry_point if sig else (f"Solution().{fn_name}" if re.search(r"^class\s+Solution\b", starter_code, re.MULTILINE) else fn_name)
+        entry_point = (
+            sig.entry_point
+            if sig
+            else (f"Solution().{fn_name}" if re.search(r"^class\s+Solution\b", starter_code, re.MULTILINE) else fn_name)
+        )
         args_list = [i if isinstance(i, list) else [i] for i in inputs]
         expected = [_expected(o) for o in outputs]
         if self.call_based == "stdio":
@@ -301,22 +310,38 @@ class StdioAdapter(Adapter):
         return self._function_tests(args_list, expected), entry_point, {}
 
     # MapCoder-style: [{"input": str, "output": [value]}]
-    def _case_list(self, cases: list[dict[str, Any]], field_name: str, starter_code: str) -> tuple[list[Test], str, dict[str, Any]]:
+    def _case_list(
+        self, cases: list[dict[str, Any]], field_name: str, starter_code: str
+    ) -> tuple[list[Test], str, dict[str, Any]]:
         sig = parse_signature(starter_code) if starter_code.strip() else None
         if starter_code.strip() and sig is None and re.search(r"\bdef\b", starter_code):
-            raise FieldError("starter_code", "starter_code defines a function whose signature does not parse; fix the starter code")
+            raise FieldError(
+                "starter_code", "starter_code defines a function whose signature does not parse; fix the starter code"
+            )
         if sig is None:
-            return [Test("stdio", stdin=_text(c["input"], field_name), stdout=_output_text(c["output"], field_name)) for c in cases], "", {}
+            return (
+                [Test("stdio", stdin=_text(c["input"], field_name), stdout=_output_text(c["output"], field_name)) for c in cases],
+                "",
+                {},
+            )
         if self.call_based == "stdio":
-            tests = [Test("stdio", stdin=_text(c["input"], field_name), stdout=_output_text(c["output"], field_name)) for c in cases]
+            tests = [
+                Test("stdio", stdin=_text(c["input"], field_name), stdout=_output_text(c["output"], field_name)) for c in cases
+            ]
             return tests, "", {"call_based_as_stdio": True, "fn_name": sig.name}
         inputs = [c["input"] for c in cases]
         if not all(isinstance(i, str) for i in inputs):
-            raise FieldError(field_name, "call-based inputs must be strings (one str() per argument and line); fix the test cases")
+            raise FieldError(
+                field_name, "call-based inputs must be strings (one str() per argument and line); fix the test cases"
+            )
         args_list, report = decode_call_cases(inputs, sig)
         kept = [(a, _expected(c["output"])) for a, c in zip(args_list, cases) if a is not None]
         if not kept:
-            raise FieldError(field_name, f"no test input could be split into the arguments of {sig.name}{tuple(sig.params)}; check 'starter_code' against the inputs")
+            raise FieldError(
+                field_name,
+                f"no test input could be split into the arguments of {sig.name}{tuple(sig.params)}; check 'starter_code' "
+                "against the inputs",
+            )
         extra: dict[str, Any] = {"argument_decoding": report}
         if len(kept) < len(cases):
             extra["undecodable_tests"] = len(cases) - len(kept)
@@ -330,7 +355,9 @@ class StdioAdapter(Adapter):
             try:
                 ast.parse(source)
             except SyntaxError:
-                raise FieldError("input_output", f"a test case does not make valid Python ({source[:80]!r}); fix the case") from None
+                raise FieldError(
+                    "input_output", f"a test case does not make valid Python ({source[:80]!r}); fix the case"
+                ) from None
             tests.append(Test("function", source=source))
         return tests
 
@@ -359,7 +386,9 @@ def _output_text(output: Any, field_name: str) -> str:
         return str(output[0])  # a call-based value graded as printed output (MapCoder's way)
     if isinstance(output, str):
         return output
-    raise FieldError(field_name, f"expected output must be a string or a list of strings, got {type(output).__name__}; fix the case")
+    raise FieldError(
+        field_name, f"expected output must be a string or a list of strings, got {type(output).__name__}; fix the case"
+    )
 
 
 register(StdioAdapter())

@@ -124,7 +124,10 @@ class Reader:
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout("deadline passed")
             return
-        chunk = os.read(self.fd, 1 << 20)
+        try:
+            chunk = os.read(self.fd, 1 << 20)
+        except OSError as exc:
+            raise ProtocolError(f"channel failed: {exc}") from None
         if not chunk:
             raise ProtocolError("channel closed")
         self.buffer += chunk

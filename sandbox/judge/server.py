@@ -235,7 +235,11 @@ class Judge:
                 results.append(blocked)
                 continue
             if not batched and test.prefetchable:
-                batched = self._send_batch(session, prepared.tests[index:], namespace, tests)
+                try:
+                    batched = self._send_batch(session, prepared.tests[index:], namespace, tests)
+                except SolutionFailure as failure:
+                    results.append(_result(failure.verdict, failure.detail, time.monotonic() - t0))
+                    continue
             if batched:
                 test_id = batched.pop(0)
                 try:
@@ -279,10 +283,7 @@ class Judge:
             finally:
                 runner.recording = False
         if calls:
-            try:
-                session.send({"op": "batch", "calls": calls})
-            except SolutionFailure:
-                return []  # the runner was killed; the next test respawns it
+            session.send({"op": "batch", "calls": calls})  # SolutionFailure: it stopped reading
         return ids
 
     def _stdio(self, session: Session, deadline: float) -> list[dict[str, Any]]:

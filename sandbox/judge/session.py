@@ -224,7 +224,7 @@ class Session:
         self.status_fd = -1
         self.next_test = 0
         self.per_solution = request.get("granularity") == "per_solution"
-        self.watch = treewatch.TreeWatch(int(self.limits["memory_mb"]))
+        self.watch = treewatch.TreeWatch(int(self.limits["memory_mb"]), float(self.limits["cpu_s"]))
 
     # -- runner lifecycle ------------------------------------------------------------------
 
@@ -275,6 +275,8 @@ class Session:
     def loaded(self) -> frames.Loaded:
         """Wait for the runner's load answer."""
         deadline = time.monotonic() + max(10.0, float(self.limits["wall_s"]) * 3)
+        if not self.alive:  # killed while we sent it the solution: it stopped reading
+            return frames.Loaded(False, TIMEOUT, "the solution's process stopped reading")
         try:
             return self._check_load(frames.load(self.reader.read(deadline, REPLY_LIMIT)))
         except protocol.Timeout:
@@ -282,7 +284,7 @@ class Session:
             return frames.Loaded(False, TIMEOUT, "loading the solution took too long")
         except treewatch.OverLimit as exc:
             self.kill()
-            return frames.Loaded(False, MEMORY, str(exc))
+            return frames.Loaded(False, exc.verdict, str(exc))
         except frames.FrameError as exc:
             self.kill()
             return frames.Loaded(False, RUNTIME_ERROR, f"the solution broke the protocol while loading ({exc})")
@@ -362,8 +364,11 @@ class Session:
     def receive(self, test: int) -> frames.Answer:
         """The next frame answering `test`, within the test's wall limit. Frames of earlier tests
         (late `exited` reports) are skipped; anything malformed is the solution's failure."""
+        if not self.alive:
+            raise SolutionFailure(RUNTIME_ERROR, "the solution's process ended earlier")
         timeout = float(self.limits["wall_s"])
         deadline = time.monotonic() + timeout
+        self.watch.begin_test()
         while True:
             try:
                 answer = frames.answer(self.reader.read(deadline, REPLY_LIMIT, codec.MAX_FRAME_CONTAINERS,
@@ -373,7 +378,7 @@ class Session:
                 raise SolutionFailure(TIMEOUT, f"no answer within {timeout:g} s") from None
             except treewatch.OverLimit as exc:
                 self.kill()
-                raise SolutionFailure(MEMORY, str(exc)) from None
+                raise SolutionFailure(exc.verdict, str(exc)) from None
             except (frames.FrameError, protocol.Malformed) as exc:
                 self.kill()
                 raise SolutionFailure(RUNTIME_ERROR, f"the solution's process broke the protocol: {exc}") from None

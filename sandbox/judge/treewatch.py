@@ -75,17 +75,18 @@ class TreeWatch:
         self.cpu_s = cpu_s
         self.root = 0
         self.next = 0.0
-        self.cpu_at_start = 0.0
+        self.cpu_at_start: float | None = None
 
     def start(self, root: int) -> None:
         self.root = root
-        self.cpu_at_start = 0.0
+        self.cpu_at_start = None
         self.next = time.monotonic() + INTERVAL
 
     def begin_test(self) -> None:
-        """CPU is limited per test: count from here."""
-        if self.cpu_s is not None and self.root:
-            self.cpu_at_start = usage(self.root)[1]
+        """CPU is limited per test: counted from the first sample of the test (taken after
+        INTERVAL), so a test answered sooner costs no sample at all."""
+        self.cpu_at_start = None
+        self.next = time.monotonic() + INTERVAL
 
     def check(self) -> None:
         """Called by the reader while it waits; samples at most every INTERVAL."""
@@ -97,6 +98,8 @@ class TreeWatch:
         if memory > self.memory:
             raise OverLimit(MEMORY, f"the solution's processes together held {memory >> 20} MiB, "
                                     f"over the limit of {self.memory >> 20} MiB")
-        if self.cpu_s is not None and cpu - self.cpu_at_start > self.cpu_s + 0.1:
+        if self.cpu_at_start is None:
+            self.cpu_at_start = cpu
+        elif self.cpu_s is not None and cpu - self.cpu_at_start > self.cpu_s + 0.1:
             raise OverLimit(TIMEOUT, f"the solution's processes used {cpu - self.cpu_at_start:.2f} s of CPU, "
                                      f"over the limit of {self.cpu_s:g} s")

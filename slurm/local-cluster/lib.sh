@@ -11,7 +11,10 @@ say() { echo "local-cluster: $*"; }
 # parse_state_dir_arg ARGS... : sets STATE_DIR from --state-dir / QRPO_SLURM_DIR / default,
 # and leaves the other arguments in REST_ARGS.
 parse_common_args() {
-    STATE_DIR="${QRPO_SLURM_DIR:-$HOME/.local/state/qrpo/slurm}"
+    # Default: a place every user can traverse. munged refuses a key or socket under a directory
+    # without execute permission for all ("execute permissions for all required on /root"), and
+    # root's home is 0700 on most machines, so a default under ~ fails exactly where `up` runs.
+    STATE_DIR="${QRPO_SLURM_DIR:-/var/tmp/qrpo-slurm}"
     REST_ARGS=()
     while [ $# -gt 0 ]; do
         case "$1" in

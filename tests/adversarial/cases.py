@@ -352,7 +352,7 @@ class Solution:
         x = []
         for _ in range(200000): x = [x]
         return x
-''', "wrong_answer"),
+''', "runtime_error", notes="nested past the codec's depth budget: the solution's runtime error"),
     case("signals_self", '''
 import os, signal
 class Solution:

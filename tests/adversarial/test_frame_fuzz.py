@@ -27,15 +27,31 @@ from sandbox.judge.verdicts import SANDBOX_ERROR, VERDICTS
 from sandbox.problem import Limits, Problem, Test
 
 LIMITS = Limits(cpu_s=1.0, wall_s=0.5, memory_mb=512, solution_s=5.0)
-FUNCTION = Problem(task_id="add", prompt="", entry_point="add", limits=LIMITS,
-                   tests=tuple(Test("function", f"assert candidate({a}, {b}) == {a + b}") for a, b in [(1, 2), (3, 4), (5, 6)]))
-LOOPED = Problem(task_id="loop", prompt="", entry_point="add", limits=LIMITS,
-                 tests=(Test("function", "for i in range(3):\n    assert candidate(i, 1) == i + 1"),
-                        Test("function", "try:\n    candidate(0, 0)\nexcept ValueError:\n    pass")))
-STDIO = Problem(task_id="echo", prompt="", entry_point="", limits=LIMITS,
-                tests=tuple(Test("stdio", stdin=f"{i}\n", stdout=f"{i}\n") for i in range(3)))
-GOOD = {"add": "def add(a, b):\n    return a + b\n", "loop": "def add(a, b):\n    return a + b\n",
-        "echo": "print(input())\n"}
+FUNCTION = Problem(
+    task_id="add",
+    prompt="",
+    entry_point="add",
+    limits=LIMITS,
+    tests=tuple(Test("function", f"assert candidate({a}, {b}) == {a + b}") for a, b in [(1, 2), (3, 4), (5, 6)]),
+)
+LOOPED = Problem(
+    task_id="loop",
+    prompt="",
+    entry_point="add",
+    limits=LIMITS,
+    tests=(
+        Test("function", "for i in range(3):\n    assert candidate(i, 1) == i + 1"),
+        Test("function", "try:\n    candidate(0, 0)\nexcept ValueError:\n    pass"),
+    ),
+)
+STDIO = Problem(
+    task_id="echo",
+    prompt="",
+    entry_point="",
+    limits=LIMITS,
+    tests=tuple(Test("stdio", stdin=f"{i}\n", stdout=f"{i}\n") for i in range(3)),
+)
+GOOD = {"add": "def add(a, b):\n    return a + b\n", "loop": "def add(a, b):\n    return a + b\n", "echo": "print(input())\n"}
 
 
 def frame(body: bytes) -> bytes:
@@ -53,7 +69,11 @@ def valid_frames(rng: random.Random) -> list[Any]:
         {"loaded": True},
         {"loaded": False, "verdict": rng.choice(["passed", "syntax_error", "timeout", "nope"]), "detail": "x"},
         {"test": test, "ok": doc, "time_s": 0.1},
-        {"test": test, "raise": rng.choice(["ValueError", "SystemExit", "TooLarge", "UnicodeDecodeError", "Nope"]), "detail": "d"},
+        {
+            "test": test,
+            "raise": rng.choice(["ValueError", "SystemExit", "TooLarge", "UnicodeDecodeError", "Nope"]),
+            "detail": "d",
+        },
         {"test": test, "unencodable": "x", "time_s": 0.0},
         {"test": test, "passed": True},
         {"test": test, "exited": {"code": 0}},
@@ -62,8 +82,27 @@ def valid_frames(rng: random.Random) -> list[Any]:
     ]
 
 
-WEIRD = [None, True, 1.5, float("nan"), float("inf"), -1, 2**70, "", "9", "\ud800", [], {}, [[[]]], {"a": 1},
-         {"code": "x"}, {"signal": "15"}, {"signal": 2**40}, {"code": 0, "signal": 9}, "A" * 5000]
+WEIRD = [
+    None,
+    True,
+    1.5,
+    float("nan"),
+    float("inf"),
+    -1,
+    2**70,
+    "",
+    "9",
+    "\ud800",
+    [],
+    {},
+    [[[]]],
+    {"a": 1},
+    {"code": "x"},
+    {"signal": "15"},
+    {"signal": 2**40},
+    {"code": 0, "signal": 9},
+    "A" * 5000,
+]
 
 
 def mutate(rng: random.Random, message: Any) -> Any:
@@ -115,7 +154,8 @@ def solution(rng: random.Random, problem: Problem) -> str:
     payload = fuzzed_bytes(rng)
     then = rng.choice(["return", "exit", "hang", "raise"])
     where = rng.choice(["import", "call", "call"])
-    write = f"import os, sys, time\n_P = {payload!r}\ndef _w():\n    try:\n        os.write(4, _P)\n    except OSError:\n        pass\n"
+    write = (f"import os, sys, time\n_P = {payload!r}\n"
+             "def _w():\n    try:\n        os.write(4, _P)\n    except OSError:\n        pass\n")
     after = {"return": "", "exit": "os._exit(0)", "hang": "time.sleep(30)", "raise": "raise ValueError('x')"}[then]
     if problem.task_id == "echo":
         return write + "_w()\n" + (after + "\n" if where == "import" else "") + "print(input())\n"
@@ -153,8 +193,9 @@ def test_judge_channels_fuzzed(granularity: str) -> None:
             check(judge.grade(request), problem, code)  # never raises
             cases += 1
             if cases % 10 == 0:  # the same judge still grades correctly
-                good = judge.grade({"id": -1, "problem": problem.to_dict(), "code": GOOD[problem.task_id],
-                                    "granularity": granularity})
+                good = judge.grade(
+                    {"id": -1, "problem": problem.to_dict(), "code": GOOD[problem.task_id], "granularity": granularity}
+                )
                 assert [t["verdict"] for t in good["tests"]] == ["passed"] * len(problem.tests), good
     finally:
         judge.close()

@@ -42,7 +42,9 @@ def test_canonical_solutions_score_one(name: str, shared_data, capsys) -> None:
     tests = sum(r.total for r in results)
     trusted = sum(sum(t.trusted for t in r.tests) for r in results)
     with capsys.disabled():
-        print(f"\n{name}: {len(results)} canonical solutions, {tests} tests, judged in the trusted process: {trusted / tests:.2%}")
+        print(
+            f"\n{name}: {len(results)} canonical solutions, {tests} tests, judged in the trusted process: {trusted / tests:.2%}"
+        )
     assert trusted / tests >= trusted_goal
 
 
@@ -52,7 +54,10 @@ def test_per_solution_granularity_agrees_with_per_test(shared_data) -> None:
     problems = [p for k, p in loaded.problems.items() if k not in EXCLUDED][:25]
     good = [{"task_id": p.task_id, "code": p.metadata["canonical_solution"]} for p in problems]
     # A wrong solution for each: the canonical one with its return value perturbed.
-    wrong = [{"task_id": p.task_id, "code": "class Solution:\n    def __getattr__(self, name):\n        return lambda *a, **k: None\n"} for p in problems]
+    wrong = [
+        {"task_id": p.task_id, "code": "class Solution:\n    def __getattr__(self, name):\n        return lambda *a, **k: None\n"}
+        for p in problems
+    ]
     for granularity in ("per_test", "per_solution"):
         results = grade(problems, good + wrong, backend=backend, workers=2, granularity=granularity)
         assert [r.pass_rate for r in results[: len(good)]] == [1.0] * len(good), granularity

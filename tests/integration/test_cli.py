@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -240,16 +241,19 @@ HOSTILE_OUTPUT = [
 def test_unencodable_output_gives_its_row_a_result_and_never_ends_the_batch(tmp_path, backend):
     backend_or_fail(backend)
     write_problem(tmp_path / "p.jsonl", "echo", "echo", ["assert candidate('a') == 'a'"])
-    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"task_id": "echo", "code": c}) + "\n" for c in HOSTILE_OUTPUT))
+    rows = [{"task_id": "echo", "code": c} for c in HOSTILE_OUTPUT]
+    rows.insert(2, {"task_id": "\ud800-echo", "code": HOSTILE_OUTPUT[-1]})  # valid JSON (escaped), a lone surrogate once read
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     output = tmp_path / "o.jsonl"
     proc = run_cli("grade", "-p", str(tmp_path / "p.jsonl"), "-c", str(tmp_path / "c.jsonl"), "-o", str(output),
                    "--backend", backend, "--workers", "1", "--no-progress")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the unknown task_id is an invalid row
     assert "Traceback" not in proc.stdout + proc.stderr
     results = [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n") if line]  # not splitlines: U+2028
-    assert [r["verdict"] for r in results] == ["passed", "passed", "wrong_answer", "runtime_error", "passed"]
-    assert "\x00\x1b[31m" in results[1]["stdout"]
-    assert "\udcff" in results[3]["tests"][0]["detail"]  # written escaped, read back as the same text
+    assert [r["verdict"] for r in results] == ["passed", "passed", None, "wrong_answer", "runtime_error", "passed"]
+    assert results[2]["task_id"] == "\ud800-echo" and "is not in the problems" in results[2]["error"]
+    assert "[31m" in results[1]["stdout"]  # kept, raw or escaped as the judge chooses
+    assert "ValueError" in results[4]["tests"][0]["detail"]
 
 
 def start_server(tmp_path, *args: str) -> tuple[subprocess.Popen, str]:
@@ -310,3 +314,22 @@ def test_serve_merges_problem_files_and_grades_with_its_limits_as_defaults_and_m
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
+
+
+def test_executor_output_honours_the_umask_and_takes_any_text(submitit_installed, tmp_path):
+    write_problem(tmp_path / "p.jsonl", "double", "double", ["assert candidate(2) == 4"])
+    rows = [{"task_id": "double", "code": f"def double(x):\n    return 2 * x + {i % 2}\n"} for i in range(6)]
+    rows.append({"task_id": "\udc80-double", "code": "def double(x):\n    return 2 * x\n"})  # a lone surrogate once read
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    output = tmp_path / "graded.jsonl"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "sandbox.cli", "grade", "-p", str(tmp_path / "p.jsonl"), "-c", str(tmp_path / "c.jsonl"),
+            "-o", str(output), "--backend", "process", "--executor", "local", "--jobs", "2", "--no-progress"]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+                          preexec_fn=lambda: os.umask(0o027))
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one invalid row
+    results = [json.loads(line) for line in output.read_text().split("\n")[:-1]]
+    assert [r["pass_rate"] for r in results] == [1.0, 0.0] * 3 + [0.0]
+    assert results[-1]["task_id"] == "\udc80-double" and "is not in the problems" in results[-1]["error"]
+    assert stat.S_IMODE(output.stat().st_mode) == 0o640

@@ -3,8 +3,8 @@ SIGINT, then with SIGKILL, and rerun; the output equals an uninterrupted run row
 recorded before an interruption are never graded again.
 
 Gradings are counted for real: each solution appends its row number to a file outside the sandbox
-when it is loaded (the process backend lets it), so the count is what the judges ran, not what the
-CLI says it did.
+when it is loaded (the process backend lets it write to the home directory; /tmp is private to each
+solution), so the count is what the judges ran, not what the CLI says it did.
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from ..conftest import REPO
 
@@ -26,8 +31,15 @@ WORKERS = 2
 UMASK = 0o027
 
 
-def make_inputs(tmp: Path) -> tuple[Path, Path, Path]:
-    counter = tmp / "gradings.log"
+@pytest.fixture
+def counter() -> Iterator[Path]:
+    """A file the solutions can append to: under the home directory, which the process backend shares."""
+    folder = Path(tempfile.mkdtemp(prefix="qrpo-test-gradings-", dir=Path.home()))
+    yield folder / "gradings.log"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_inputs(tmp: Path, counter: Path, n: int = N) -> tuple[Path, Path]:
     problem = {"task_id": "add", "prompt": "", "entry_point": "add",
                "tests": [{"kind": "function", "source": "assert candidate(1, 2) == 3"},
                          {"kind": "function", "source": "assert candidate(5, 5) == 10"}]}
@@ -35,12 +47,12 @@ def make_inputs(tmp: Path) -> tuple[Path, Path, Path]:
     problems.write_text(json.dumps(problem) + "\n")
     completions = tmp / "completions.jsonl"
     with completions.open("w") as f:
-        for i in range(N):
+        for i in range(n):
             bodies = ["return a - b", "return a + b", "return a * 2 if a == b else a + b"]
             body = bodies[i % 3] if i % 97 else "while a == 5: pass\n    return a + b"  # the last test times out
             code = f"open({str(counter)!r}, 'a').write('{i}\\n')\ndef add(a, b):\n    {body}\n"
             f.write(json.dumps({"task_id": "add", "code": code}) + "\n")
-    return problems, completions, counter
+    return problems, completions
 
 
 def command(problems: Path, completions: Path, output: Path, *extra: str) -> list[str]:
@@ -99,15 +111,15 @@ def comparable(path: Path) -> list[dict]:
     return rows
 
 
-def test_sigint_and_sigkill_then_rerun_give_the_uninterrupted_output_and_grade_no_recorded_row_twice(tmp_path):
-    problems, completions, counter = make_inputs(tmp_path)
+def test_sigint_and_sigkill_then_rerun_give_the_uninterrupted_output_and_grade_no_recorded_row_twice(tmp_path, counter):
+    problems, completions = make_inputs(tmp_path, counter)
 
     reference = tmp_path / "reference" / "graded.jsonl"
     proc = finish(command(problems, completions, reference))
     assert proc.returncode == 0, proc.stderr[-2000:]
     once = gradings(counter)
     assert sorted(once) == list(range(N))  # the counter is real: one line per grading
-    counter.rename(tmp_path / "gradings-reference.log")
+    counter.unlink()
     expected = comparable(reference)
     verdicts = collections.Counter(row["verdict"] for row in expected)
     assert verdicts["passed"] > 0 and verdicts["wrong_answer"] > 0 and verdicts["timeout"] > 0, verdicts
@@ -163,3 +175,29 @@ def test_sigint_and_sigkill_then_rerun_give_the_uninterrupted_output_and_grade_n
     # only rows in flight at an interruption (started, not yet recorded) run again: a few per interruption
     assert max(counts.values()) <= 3 and len(twice) <= 2 * (WORKERS + 8), twice
     print(f"interrupted at {k1} (SIGINT) and {k2} (SIGKILL) of {N}; gradings {len(ran)}; graded twice {len(twice)}: {twice}")
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path, counter):
+    """A job's time limit or `kill` sends SIGTERM: the rows so far are kept, as with Ctrl-C."""
+    n = 400
+    problems, completions = make_inputs(tmp_path, counter, n)
+    output = tmp_path / "graded.jsonl"
+    argv = command(problems, completions, output)
+    first = start(argv)
+    wait_for(first, output, 100)
+    first.terminate()
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 130, stderr[-2000:]
+    assert "rerun the same command to grade the rest" in stderr and "Traceback" not in stderr
+    k = recorded(output)
+    assert 100 <= k < n
+    again = finish(argv)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming: {k} of {n} rows were graded before" in again.stderr
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n")[:-1]]
+    expected = ["wrong_answer" if i % 3 == 0 else "passed" for i in range(n)]
+    for i in range(0, n, 97):
+        expected[i] = "timeout"
+    assert [row["verdict"] for row in rows] == expected
+    counts = collections.Counter(gradings(counter))
+    assert sorted(counts) == list(range(n)) and sum(counts.values()) <= n + WORKERS

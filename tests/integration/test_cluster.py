@@ -136,12 +136,24 @@ def run_dir(path: Path):
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
     bases = sorted({j.split("_")[0] for j in job_ids})
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return {line.split("|")[0]: line.split("|")[1].split()[0] for line in out.stdout.splitlines() if "|" in line}
 
 
 def sacct_job_count(name: str) -> int:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "--name", name, "-o", "JobID"], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "--name", name, "-o", "JobID"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return len(out.stdout.split())
 
 
@@ -179,7 +191,7 @@ def test_slurm_array_matches_local_grading(slurm_run, reference):
     assert summary(read_output(output)) == summary(reference)  # the merged file, in input order
     assert {r.backend for i, r in enumerate(results) if i not in (UNKNOWN_ROW, NO_CODE_ROW)} == {"process"}
     manifest = run.read_manifest()
-    assert manifest["shards"] == 8 and sum(manifest["shard_rows"]) == N
+    assert manifest["count"] == 8 and sum(manifest["shard_rows"]) == N
     submissions = run.submissions()
     assert len(submissions) == 8 and sorted(s["shard"] for s in submissions) == list(range(8))
     arrays = {s["job_id"].split("_")[0] for s in submissions}
@@ -205,7 +217,7 @@ def test_rerun_skips_finished_shards(slurm_run, reference):
 
     _, output, workdir, _ = slurm_run
     run = run_dir(workdir)
-    results_before = file_ids(sorted(run.shards.glob("result-*.jsonl")))
+    results_before = file_ids(run.result_files())
     name = run.job_name(run.read_manifest()["fingerprint"])
     jobs_before = sacct_job_count(name)
     assert jobs_before == 8, f"sacct lists {jobs_before} jobs named {name}"
@@ -219,7 +231,7 @@ def test_rerun_skips_finished_shards(slurm_run, reference):
     assert summary(read_output(output)) == summary(reference)
     assert len(run.submissions()) == submissions_before  # the driver submitted nothing
     assert sacct_job_count(name) == jobs_before, "SLURM saw a new job"
-    assert file_ids(sorted(run.shards.glob("result-*.jsonl"))) == results_before
+    assert file_ids(run.result_files()) == results_before
     assert "nothing to grade" in run.driver_log.read_text()
 
 
@@ -250,8 +262,19 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
 
     def drive() -> None:
         try:
-            box["results"] = grade_distributed(PROBLEMS, ROWS[:n], tmp_path / "graded.jsonl", executor="slurm", jobs=4, cpus_per_job=1,
-                                               backend="process", workdir=workdir, time_min=10, progress=False, lost_after_s=5)
+            box["results"] = grade_distributed(
+                PROBLEMS,
+                ROWS[:n],
+                tmp_path / "graded.jsonl",
+                executor="slurm",
+                jobs=4,
+                cpus_per_job=1,
+                backend="process",
+                workdir=workdir,
+                time_min=10,
+                progress=False,
+                lost_after_s=5,
+            )
         except BaseException as exc:  # noqa: BLE001 -- reported by the test below
             box["error"] = exc
 
@@ -270,7 +293,9 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
                     cancelled[shard] = ("RUNNING", job)
         jobs = {s["shard"]: s["job_id"] for s in run.submissions()}
         started = {e["shard"] for e in events if e["event"] == "start"}
-        queue = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30, check=False).stdout
+        queue = subprocess.run(
+            ["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
         states = dict(line.split("|") for line in queue.split())
         for shard, job in jobs.items():
             state = states.get(job)
@@ -294,7 +319,7 @@ def test_scancelled_tasks_are_resubmitted(slurm, reference, tmp_path):
     results = box["results"]
     assert summary(results) == summary(reference[:n])  # nothing lost, every row right, in order
     submissions = run.submissions()
-    for shard, (state, job) in cancelled.items():
+    for shard, (_state, job) in cancelled.items():
         attempts = [s for s in submissions if s["shard"] == shard]
         assert [s["attempt"] for s in attempts] == [1, 2], attempts
         assert attempts[0]["job_id"] == job and attempts[1]["job_id"] != job
@@ -342,7 +367,9 @@ def test_shard_that_keeps_failing_becomes_sandbox_errors_then_a_rerun_grades_it(
         if i % 2 == 0:  # shard 0 holds the even rows
             assert r.verdict is not None and r.verdict.value == "sandbox_error", (i, r)
             assert r.pass_rate == 0.0 and r.total == 3
-            assert "shard 0 was not graded" in r.error and ("CANCELLED" in r.error or "neither squeue nor sacct" in r.error), r.error
+            assert "shard 0 was not graded" in r.error and ("CANCELLED" in r.error or "neither squeue nor sacct" in r.error), (
+                r.error
+            )
         else:
             assert (round(r.pass_rate, 6), r.verdict.value if r.verdict else None) == (round(expected(i)[0], 6), expected(i)[1])
     assert not run.result(0).exists() and run.result(1).exists()
@@ -371,20 +398,40 @@ def test_killed_driver_resumes_without_regrading(executor, submitit_installed, r
     problems, completions = write_inputs(tmp_path, ROWS[:n])
     output, workdir = tmp_path / "graded.jsonl", tmp_path / "run"
     run = run_dir(workdir)
-    args = ["grade", "-p", str(problems), "-c", str(completions), "-o", str(output), "--backend", "process",
-            "--executor", executor, "--jobs", "8", "--cpus-per-job", "1", "--time", "10", "--workdir", str(workdir), "--no-progress"]
+    args = [
+        "grade",
+        "-p",
+        str(problems),
+        "-c",
+        str(completions),
+        "-o",
+        str(output),
+        "--backend",
+        "process",
+        "--executor",
+        executor,
+        "--jobs",
+        "8",
+        "--cpus-per-job",
+        "1",
+        "--time",
+        "10",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+    ]
     first = cli(*args)
     deadline = time.monotonic() + 180
     finished: list[Path] = []
     while time.monotonic() < deadline and first.poll() is None:
-        finished = sorted(run.shards.glob("result-*.jsonl")) if run.shards.exists() else []
+        finished = run.result_files() if run.shards.exists() else []
         if len(finished) >= 2:
             break
         time.sleep(0.05)
     assert first.poll() is None, f"the driver ended before it could be killed: {first.communicate()}"
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
-    finished = sorted(run.shards.glob("result-*.jsonl"))
+    finished = run.result_files()
     assert 2 <= len(finished) < 8, f"{len(finished)} shards finished when the driver was killed"
     before = file_ids(finished)
     submitted_by_first = run.submissions()
@@ -395,7 +442,7 @@ def test_killed_driver_resumes_without_regrading(executor, submitit_installed, r
     assert "not graded: output row 778: completions row 778, field 'task_id'" in out
     assert f"wrote {output} ({n} rows)" in out
     assert summary(read_output(output)) == summary(reference[:n])
-    after = file_ids(sorted(run.shards.glob("result-*.jsonl")))
+    after = file_ids(run.result_files())
     assert len(after) == 8
     assert {name: after[name] for name in before} == before  # finished shards were not rewritten
     events = run.ledger_events()
@@ -425,7 +472,7 @@ def test_local_executor_through_the_cli(submitit_installed, reference, tmp_path)
     assert proc.returncode == 0, err[-3000:]
     assert summary(read_output(output)) == summary(reference[:n])
     run = run_dir(Path(f"{output}.shards"))
-    assert run.read_manifest()["shards"] == 3
+    assert run.read_manifest()["count"] == 3
     assert {s["executor"] for s in run.submissions()} == {"local"} and len(run.submissions()) == 3
     assert Counter(e["shard"] for e in run.ledger_events() if e["event"] == "done") == Counter(range(3))
 

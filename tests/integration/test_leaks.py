@@ -52,8 +52,9 @@ def temp_entries() -> set[str]:
 
 
 def apptainer_instances() -> list[str]:
-    from sandbox.backends.apptainer import find_apptainer
     import subprocess
+
+    from sandbox.backends.apptainer import find_apptainer
 
     binary = find_apptainer()
     if not binary:
@@ -72,7 +73,11 @@ def test_grading_leaves_nothing_behind(name: str, count: int) -> None:
         results = list(pool.grade(jobs, total=count))
         assert pool.restarts == 0
     assert len(results) == count
-    wrong = [(i, r.pass_rate, [t.detail for t in r.tests][:1]) for i, r in enumerate(results) if r.pass_rate != (0.0 if i % 4 == 2 else 1.0)]
+    wrong = [
+        (i, r.pass_rate, [t.detail for t in r.tests][:1])
+        for i, r in enumerate(results)
+        if r.pass_rate != (0.0 if i % 4 == 2 else 1.0)
+    ]
     assert not wrong, f"{len(wrong)} results differ, first: {wrong[:3]}"
     deadline = time.monotonic() + 10  # killed judges and zygotes may still be exiting
     while (new := my_processes() - before[0]) and time.monotonic() < deadline:

@@ -145,7 +145,9 @@ def test_tiny_pipeline_end_to_end_through_apptainer(tiny_run):
     assert policies["oracle-solution"]["subsets"]["all"]["avg_pass"] == 100.0
     assert policies["oracle-empty"]["subsets"]["all"]["avg_pass"] == 0.0
     assert policies["reference"]["subsets"]["all"]["kl"] == 0.0
-    assert report_data["subset_sizes"] == {"all": 14, "selection": 7, "reporting": 7}
+    # the reference's split (scikit-learn's, stratified): a difficulty with a single demo problem is in neither half
+    assert report_data["subset_sizes"] == {"all": 14, "selection": 7, "reporting": 6}
+    assert {"method:qrpo", "method:dpo"} <= {r["run"] for r in report_data["runs"]}  # per method, checkpoint-0 included
     results = load(root / "evaluate" / "results")
     assert len(results) == len(policies) * 2 * DEMO_PROBLEMS  # 2 seeds
     assert set(b for b in results["backend"] if b) == {"apptainer"}
@@ -287,6 +289,10 @@ def test_leetcode_solutions_score_avg_pass_100_and_empty_completions_0(shared_da
         # the canonical solutions were written against the dataset's own preamble (`from heapq import *`, ...)
         f"data: {{test: {{path: {shared_data / 'leetcode' / 'LeetCodeDataset-v0.3.1-test.jsonl.gz'}}}, max_tokens: null, "
         "graded_preamble: pre_code+dataset}\n"
+        # The CPU limit stays the default 1 s per test; the wall limit is raised from 3 s because wall time is the
+        # machine's load, not the solution's work (two canonical solutions timed out on the wall clock alone in
+        # loaded CI runs, a different one each time, while passing on a quiet machine).
+        "sandbox: {wall_s: 10}\n"
         "train: {sweep: []}\n"  # no model: the oracles answer with the dataset's solution, or with nothing
         "evaluate: {seeds: 1, reference: false, oracles: [solution, empty]}\n"
     )

@@ -8,9 +8,9 @@ import signal
 import threading
 import time
 
-from sandbox.backends import ProcessBackend
 import pytest
 
+from sandbox.backends import ProcessBackend
 from sandbox.pool import Job, Pool, WorkerError
 from sandbox.problem import Limits, Problem, Test, Verdict
 
@@ -121,3 +121,83 @@ def test_hung_judge_is_replaced() -> None:
     finally:
         pool_module.DEADLINE_MARGIN_S = margin
     assert result.pass_rate == 1.0 and result.attempts == 2
+
+
+# -- the pool as an executor -------------------------------------------------------------------
+
+LOOP = "def square(x):\n    while True:\n        pass\n"
+
+
+def test_submit_returns_futures_and_map_keeps_input_order(backend: str) -> None:
+    with Pool(backend, workers=2) as pool:
+        futures = [pool.submit(Job(i, SQUARE, solution(0.02 * (3 - i % 4), wrong=i % 3 == 0), "per_test")) for i in range(8)]
+        assert [f.result(timeout=120).pass_rate for f in futures] == [0.0 if i % 3 == 0 else 1.0 for i in range(8)]
+        mapped = list(pool.map(Job(i, SQUARE, solution(0.01 * (i % 5), wrong=i % 2 == 0), "per_test") for i in range(12)))
+        assert [r.pass_rate for r in mapped] == [0.0 if i % 2 == 0 else 1.0 for i in range(12)]
+        assert pool.pending == 0 and pool.judged == 20
+
+
+def test_cancel_stops_queued_and_running_work_within_a_second(backend: str) -> None:
+    """Looping solutions occupy both workers; cancelling them (running and queued) frees the
+    judges within a second, and the pool goes on grading on fresh judges."""
+    slow = Problem(task_id="loop", prompt="", entry_point="square", tests=SQUARE.tests[:1],
+                   limits=Limits(cpu_s=60, wall_s=60, solution_s=120))
+    with Pool(backend, workers=2) as pool:
+        before = sorted(w.pid for w in pool.workers)
+        futures = [pool.submit(Job(i, slow, LOOP, "per_test")) for i in range(5)]
+        deadline = time.monotonic() + 60
+        while pool.running < 2:  # both workers busy with a loop
+            assert time.monotonic() < deadline, "the looping jobs never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert pool.cancel(futures) == 5
+        while pool.pending:
+            assert time.monotonic() - started < 1.0, f"{pool.pending} cancelled item(s) still held after 1 s"
+            time.sleep(0.01)
+        assert all(f.cancelled() for f in futures)
+        for pid in before:  # the looping judges are gone
+            with pytest.raises(ProcessLookupError):
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.02)
+        assert pool.restarts == 0  # a cancellation is not a failure
+        result = pool.submit(Job(9, SQUARE, solution(0), "per_test")).result(timeout=120)
+        assert result.pass_rate == 1.0 and result.attempts == 1
+
+
+def test_closing_map_early_cancels_its_jobs(backend: str) -> None:
+    slow = Problem(task_id="loop", prompt="", entry_point="square", tests=SQUARE.tests[:1],
+                   limits=Limits(cpu_s=60, wall_s=60, solution_s=120))
+    with Pool(backend, workers=2) as pool:
+        jobs = [Job(0, SQUARE, solution(0), "per_test")] + [Job(i, slow, LOOP, "per_test") for i in range(1, 6)]
+        results = pool.map(jobs)
+        assert next(results).pass_rate == 1.0
+        started = time.monotonic()
+        results.close()
+        while pool.pending:
+            assert time.monotonic() - started < 1.0, "closing map() left its jobs running"
+            time.sleep(0.01)
+
+
+def test_concurrent_submit_from_threads(backend: str) -> None:
+    """Eight threads submit and map at once on one pool: every thread gets exactly its own
+    results, in its own order."""
+    with Pool(backend, workers=2) as pool:
+        outcomes: dict[int, list[float]] = {}
+
+        def client(k: int) -> None:
+            jobs = [Job(j, SQUARE, solution(0.01, wrong=(j + k) % 3 == 0), "per_test") for j in range(6)]
+            if k % 2:
+                outcomes[k] = [f.result(timeout=300).pass_rate for f in [pool.submit(job) for job in jobs]]
+            else:
+                outcomes[k] = [r.pass_rate for r in pool.map(jobs)]
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert pool.restarts == 0
+    assert outcomes == {k: [0.0 if (j + k) % 3 == 0 else 1.0 for j in range(6)] for k in range(8)}

@@ -43,7 +43,10 @@ SLOW = Problem(
 
 
 def slow_row(delay: float, wrong: bool = False) -> dict:
-    return {"task_id": SLOW.task_id, "code": f"import time\ntime.sleep({delay})\ndef double(x):\n    return 2 * x + {int(wrong)}\n"}
+    return {
+        "task_id": SLOW.task_id,
+        "code": f"import time\ntime.sleep({delay})\ndef double(x):\n    return 2 * x + {int(wrong)}\n",
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,7 +106,7 @@ def assert_same(got: list[GradeResult], want: list[GradeResult], exact: bool = F
 
 
 def background(app):
-    from sandbox.server import BackgroundServer
+    from sandbox.service import BackgroundServer
 
     return BackgroundServer(app).start()
 
@@ -115,9 +118,9 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
-    server = background(create_app(pool, problems, max_pending=77))
+    server = background(create_app(pool, problems, max_pending=77, allow_inline_problems=True))
     try:
         health = httpx.get(f"{server.url}/health", timeout=10).json()
         assert health["ok"] is True
@@ -139,8 +142,11 @@ def test_health_endpoint(pool, problems, fast_rows) -> None:
         health = client.health()[0]
         assert health["pending"] == 0 and health["graded"] == 9 and health["judged"] == 8 and health["requests"] == 2
         assert httpx.post(f"{server.url}/grade", content=b"{not json", timeout=10).status_code == 400
-        bad_problem = httpx.post(f"{server.url}/grade", timeout=10,
-                                 json={"problems": [{"task_id": "x", "tests": "nope"}], "completions": [{"task_id": "x", "code": "1"}]})
+        bad_problem = httpx.post(
+            f"{server.url}/grade",
+            timeout=10,
+            json={"problems": [{"task_id": "x", "tests": "nope"}], "completions": [{"task_id": "x", "code": "1"}]},
+        )
         assert bad_problem.status_code == 400 and "could not be loaded" in bad_problem.json()["error"]
         assert client.health()[0]["pending"] == 0
         assert httpx.get(f"{server.url}/nothing-here", timeout=10).status_code == 404
@@ -152,11 +158,11 @@ def test_eight_concurrent_clients_match_local_grading(pool, problems, fast_rows,
     """8 threads, each with its own client, grade rotated copies of the rows at once: preloaded
     problems, inline problems, task_ids + strings; every answer equals local grading, in order."""
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     rows = fast_rows + [slow_row(0.0), slow_row(0.0, wrong=True)]
     assert len(expected) == len(rows)
-    server = background(create_app(pool, problems))
+    server = background(create_app(pool, problems, allow_inline_problems=True))
     outcomes: dict[int, object] = {}
 
     def work(k: int) -> None:
@@ -197,9 +203,9 @@ def test_backpressure_503_then_retries_complete(pool, problems, fast_rows, expec
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
-    server = background(create_app(pool, problems, max_pending=2))
+    server = background(create_app(pool, problems, max_pending=2, allow_inline_problems=True))
     try:
         slow = {"problems": [SLOW.to_dict()], "completions": [slow_row(1.5), slow_row(1.5)]}
         holder = threading.Thread(target=lambda: httpx.post(f"{server.url}/grade", json=slow, timeout=60))
@@ -247,7 +253,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     import httpx
 
     from sandbox.client import SandboxAuthError, SandboxClient
-    from sandbox.server import check_binding, create_app, is_loopback, serve
+    from sandbox.service import check_binding, create_app, is_loopback, serve
 
     # Nothing here can listen on a non-loopback interface even if the refusal were broken: the
     # CLI gets addresses this machine cannot bind (TEST-NET-1, an unresolvable name), and the
@@ -262,7 +268,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
     def no_bind(host: str, port: int) -> None:
         raise AssertionError(f"the server tried to bind {host}:{port} without a token")
 
-    monkeypatch.setattr("sandbox.server.bind_socket", no_bind)
+    monkeypatch.setattr("sandbox.service.run.bind_socket", no_bind)
     for host in ("0.0.0.0", "::", "192.0.2.1", "example.org", "10.0.0.1"):
         with pytest.raises(ValueError, match="without a token"):
             check_binding(host, None)
@@ -274,7 +280,12 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
 
     server = background(create_app(pool, problems, token="s3cret-token"))
     try:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}, {"Authorization": "Bearer s3cret-token2"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "s3cret-token"},
+            {"Authorization": "Bearer s3cret-token2"},
+        ):
             assert httpx.get(f"{server.url}/health", headers=headers, timeout=10).status_code == 401
             response = httpx.post(f"{server.url}/grade", json={"completions": fast_rows[:1]}, headers=headers, timeout=10)
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
@@ -286,7 +297,7 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
         with pytest.raises(SandboxAuthError):
             SandboxClient(server.url).grade(None, fast_rows[:2])
         address = tmp_path / "token.addr"
-        from sandbox.server import write_address_file
+        from sandbox.service import write_address_file
 
         write_address_file(address, server.address, "s3cret-token")
         assert stat.S_IMODE(address.stat().st_mode) == 0o600
@@ -301,7 +312,9 @@ def test_token_required_off_loopback_and_checked(pool, problems, fast_rows, expe
 # Servers as processes
 
 
-def start_server(tmp_path: Path, name: str, *extra: str, token: str | None = None, backend: str = "process") -> tuple[subprocess.Popen, Path]:
+def start_server(
+    tmp_path: Path, name: str, *extra: str, token: str | None = None, backend: str = "process"
+) -> tuple[subprocess.Popen, Path]:
     address = tmp_path / f"{name}.addr"
     env = {k: v for k, v in os.environ.items() if k != "SANDBOX_TOKEN"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -310,7 +323,8 @@ def start_server(tmp_path: Path, name: str, *extra: str, token: str | None = Non
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 -- kept open for the process
     process = subprocess.Popen(
         [sys.executable, "-W", "ignore", "-m", "sandbox.cli", "serve", "--backend", backend, "--workers", "1",
-         "--problems", str(PROBLEMS), "--address-file", str(address), "--log-level", "warning", *extra],
+         "--problems", str(PROBLEMS), "--address-file", str(address), "--log-level", "warning",
+         "--allow-inline-problems", *extra],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 90
@@ -350,7 +364,7 @@ def test_killed_server_fails_over_to_another(problems, fast_rows, expected, tmp_
     import httpx
 
     from sandbox.client import SandboxClient
-    from sandbox.server import read_address_file
+    from sandbox.service import read_address_file
 
     token = "failover-token"
     servers = [start_server(tmp_path, name, token=token) for name in ("a", "b")]
@@ -471,7 +485,9 @@ def test_serve_as_slurm_job(problems, fast_rows, expected, tmp_path) -> None:
         advertised = [line.split(":", 1)[1].strip() for line in run.stdout.splitlines() if line.startswith("address:")]
         assert advertised and advertised[0] != "127.0.0.1:1" and address.read_text().splitlines()[0] == advertised[0]
         assert stat.S_IMODE(address.stat().st_mode) == 0o600
-        squeue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False)
+        squeue = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         assert squeue.stdout.strip() == "RUNNING", squeue.stdout + squeue.stderr
         got = SandboxClient(address, batch_size=8, timeout=120).grade(None, fast_rows)
         assert_same(got, expected[:len(fast_rows)], exact=True)
@@ -483,7 +499,9 @@ def test_serve_as_slurm_job(problems, fast_rows, expected, tmp_path) -> None:
         assert time.monotonic() < deadline, "the address file survived scancel"
         time.sleep(0.1)
     while True:
-        squeue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False)
+        squeue = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         if not squeue.stdout.strip():
             break
         assert time.monotonic() < deadline, f"job {job_id} still listed after scancel: {squeue.stdout}"
@@ -542,8 +560,13 @@ def test_reward_with_local_pool(problems, demo_rows) -> None:
     reward = SandboxReward(PROBLEMS, backend="process", workers=2)
     try:
         assert reward.__name__ == "sandbox_pass_rate"
-        got = reward(prompts=[[{"role": "user", "content": "..."}]] * len(texts), completions=texts, completion_ids=[[1]] * len(texts),
-                     trainer_state=object(), **columns)
+        got = reward(
+            prompts=[[{"role": "user", "content": "..."}]] * len(texts),
+            completions=texts,
+            completion_ids=[[1]] * len(texts),
+            trainer_state=object(),
+            **columns,
+        )
         assert got == pytest.approx(wanted, abs=1e-5)
         pool = reward._pool
         fast = [i for i, r in enumerate(demo_rows) if r["expected_verdict"] != "timeout"]
@@ -568,19 +591,19 @@ def test_reward_with_local_pool(problems, demo_rows) -> None:
 def test_reward_through_a_client(pool, problems, demo_rows) -> None:
     from sandbox.client import SandboxClient
     from sandbox.rewards import SandboxReward
-    from sandbox.server import create_app
+    from sandbox.service import create_app
 
     rows = [r for r in demo_rows if r["expected_verdict"] != "timeout"]
     texts, columns = trl_columns(rows)
     wanted = [r["expected_pass_rate"] for r in rows]
-    server = background(create_app(pool, problems))
+    server = background(create_app(pool, problems, allow_inline_problems=True))
     try:
         client = SandboxClient(server.url, batch_size=5)
         preloaded = SandboxReward(client=client)  # task_ids resolved by the server
         assert preloaded(prompts=None, completions=texts, **columns) == pytest.approx(wanted, abs=1e-5)
         assert preloaded(prompts=None, completions=chat(texts), **columns) == pytest.approx(wanted, abs=1e-5)
         # Problems held by the reward and sent inline; an empty server table.
-        bare = background(create_app(pool))
+        bare = background(create_app(pool, allow_inline_problems=True))
         try:
             inline = SandboxReward(PROBLEMS, client=SandboxClient(bare.url, batch_size=7))
             assert inline(prompts=None, completions=chat(texts), **columns) == pytest.approx(wanted, abs=1e-5)
@@ -588,4 +611,92 @@ def test_reward_through_a_client(pool, problems, demo_rows) -> None:
         finally:
             bare.stop()
     finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Fairness and cancellation (issue 12)
+
+# One test that takes as long as its code sleeps (up to 60 s): a stand-in for a looping solution.
+SLEEPY = Problem(
+    task_id="sleepy",
+    prompt="",
+    entry_point="f",
+    tests=(Test("function", "assert candidate() == 1"),),
+    limits=Limits(cpu_s=60, wall_s=60, solution_s=90),
+)
+
+
+def sleepy_row(delay: float) -> dict:
+    return {"task_id": SLEEPY.task_id, "code": f"import time\ntime.sleep({delay})\ndef f():\n    return 1\n"}
+
+
+def timed_grade(url: str, rows: list[dict], **headers: str) -> tuple[float, list[GradeResult]]:
+    import httpx
+
+    start = time.monotonic()
+    response = httpx.post(f"{url}/grade", json={"completions": rows}, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    return time.monotonic() - start, [GradeResult.from_dict(r) for r in response.json()["results"]]
+
+
+def test_disconnected_client_work_stops_and_next_request_is_prompt(pool, problems, fast_rows, expected) -> None:
+    """A client whose request loops gives up after 2 s (its timeout closes the connection): the
+    server cancels its queued and running work, the judges go idle within 1 s, and the next
+    request is graded at the latency it had before."""
+    import httpx
+
+    from sandbox.service import create_app
+
+    server = background(create_app(pool, {**problems.problems, SLEEPY.task_id: SLEEPY}))
+    try:
+        baseline, got = timed_grade(server.url, fast_rows[:4])
+        assert_same(got, expected[:4], exact=True)
+        restarts = pool.restarts
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/grade", json={"completions": [sleepy_row(50)] * 6}, timeout=httpx.Timeout(2.0, connect=10))
+        gone = time.monotonic()
+        assert pool.running == 2, "both judges should have been grading the looping rows"
+        while pool.pending:
+            assert time.monotonic() - gone < 1.0, f"work of a disconnected client still there: {pool.pending} items"
+            time.sleep(0.01)
+        idle = time.monotonic() - gone
+        latency, got = timed_grade(server.url, fast_rows[:4])
+        assert_same(got, expected[:4], exact=True)
+        assert latency < baseline * 3 + 1.0, f"next request took {latency:.2f} s (before: {baseline:.2f} s)"
+        health = httpx.get(f"{server.url}/health", timeout=10).json()
+        assert health["pending"] == 0 and health["cancelled"] == 1 and health["running"] == 0
+        assert pool.restarts == restarts  # cancelled judges are replaced, not counted as failures
+        print(f"judges idle {idle:.3f} s after the disconnect; next request {latency:.2f} s (before {baseline:.2f} s)")
+    finally:
+        server.stop()
+
+
+def test_flood_from_one_client_does_not_starve_another(pool, problems, fast_rows, expected) -> None:
+    """One client floods the server with 3 requests of 8 rows that each take 2 s; another's small
+    request, sent after the flood, waits at most about one item per worker (2 s), not for the
+    flood (first in, first out it would wait ~24 s for the 24 items submitted ahead of it)."""
+    from sandbox.service import create_app
+
+    server = background(create_app(pool, {**problems.problems, SLEEPY.task_id: SLEEPY}))
+    flood: list[threading.Thread] = []
+    try:
+        baseline, _ = timed_grade(server.url, fast_rows[:2])
+        for _ in range(3):
+            t = threading.Thread(target=timed_grade, args=(server.url, [sleepy_row(2.0)] * 8), kwargs={"x-sandbox-client": "flood"})
+            t.start()
+            flood.append(t)
+        deadline = time.monotonic() + 20
+        while pool.pending < 16:
+            assert time.monotonic() < deadline, f"the flood never queued up: {pool.pending}"
+            time.sleep(0.02)
+        latency, got = timed_grade(server.url, fast_rows[:2], **{"x-sandbox-client": "honest"})
+        assert_same(got, expected[:2], exact=True)
+        queued = pool.pending
+        assert latency < baseline + 3.5, f"the honest request took {latency:.2f} s behind the flood (alone: {baseline:.2f} s)"
+        assert queued >= 8, f"the flood should still be queued when the honest request is done ({queued})"
+        print(f"honest request: {latency:.2f} s (alone {baseline:.2f} s) with {queued} flood items still pending")
+    finally:
+        for t in flood:
+            t.join(60)
         server.stop()

@@ -21,8 +21,14 @@ SUM = Problem(
 PROGRAMS = {
     "correct": ("import sys\nfor line in sys.stdin:\n    a, b = map(int, line.split())\n    print(a + b)\n", [1.0, "passed"]),
     "trailing spaces": ("import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())), '  ')\n", [1.0, "passed"]),
-    "exit after printing": ("import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))\nsys.exit(0)\n", [1.0, "passed"]),
-    "wrong": ("import sys\nfor line in sys.stdin:\n    a, b = map(int, line.split())\n    print(a - b)\n", [1 / 3, "wrong_answer"]),
+    "exit after printing": (
+        "import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))\nsys.exit(0)\n",
+        [1.0, "passed"],
+    ),
+    "wrong": (
+        "import sys\nfor line in sys.stdin:\n    a, b = map(int, line.split())\n    print(a - b)\n",
+        [1 / 3, "wrong_answer"],
+    ),
     "crash": ("raise ValueError('no')\n", [0.0, "runtime_error"]),
     "spin": ("while True:\n    pass\n", [0.0, "timeout"]),
     "syntax": ("print(1\n", [0.0, "syntax_error"]),

@@ -274,8 +274,13 @@ def test_no_test_found_is_a_value_error(code):
 
 @pytest.mark.parametrize(
     "code",
-    ["def check(candidate):\n    assert candidate(1) ==\n", "def check(candidate)\n    assert candidate(1) == 1\n",
-     "assert candidate(1 == 1\n", "def check(candidate):\nassert candidate(1) == 1\n", "assert candidate(1) == 1\n  assert candidate(2) == 2\n"],
+    [
+        "def check(candidate):\n    assert candidate(1) ==\n",
+        "def check(candidate)\n    assert candidate(1) == 1\n",
+        "assert candidate(1 == 1\n",
+        "def check(candidate):\nassert candidate(1) == 1\n",
+        "assert candidate(1) == 1\n  assert candidate(2) == 2\n",
+    ],
 )
 def test_broken_code_is_a_syntax_error(code):
     with pytest.raises(SyntaxError):

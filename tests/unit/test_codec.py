@@ -398,8 +398,11 @@ def test_encode_max_nodes():
         encode(value, max_nodes=5)
 
 
-@pytest.mark.parametrize("make", [lambda n: [2**70] * n, lambda n: [[i] for i in range(n)], lambda n: [2**70 + i for i in range(n)]],
-                         ids=["shared big int", "lists", "big ints"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda n: [2**70] * n, lambda n: [[i] for i in range(n)], lambda n: [2**70 + i for i in range(n)]],
+    ids=["shared big int", "lists", "big ints"],
+)
 def test_encode_never_produces_more_nodes_than_decode_accepts(make):
     # Whatever encode accepts under a node limit, decode accepts under the same limit; and the
     # boundary is really reached (values of exactly `limit` nodes encode), so the decode branch
@@ -517,7 +520,22 @@ def test_decode_rejects_malformed(document):
 
 @pytest.mark.parametrize(
     "name",
-    ["__class__", "__dict__", "__reduce__", "__init__", "__eq__", "__hash__", "__", "a b", "1x", "", "x-y", "val\n", "é.x", "a;b"],
+    [
+        "__class__",
+        "__dict__",
+        "__reduce__",
+        "__init__",
+        "__eq__",
+        "__hash__",
+        "__",
+        "a b",
+        "1x",
+        "",
+        "x-y",
+        "val\n",
+        "é.x",
+        "a;b",
+    ],
 )
 def test_decode_rejects_attribute_names(name):
     with pytest.raises(DecodeError):
@@ -608,8 +626,11 @@ ELEMENTS = st.one_of(REFS, REFS, JSON_VALUES)
 NODES = st.one_of(
     st.tuples(st.sampled_from(["list", "tuple", "set", "frozenset"]), st.lists(ELEMENTS, max_size=4)).map(list),
     st.tuples(st.just("dict"), st.lists(st.lists(ELEMENTS, min_size=2, max_size=2), max_size=3)).map(list),
-    st.tuples(st.just("obj"), st.sampled_from(["ListNode", "TreeNode", "Nope"]),
-              st.lists(st.tuples(st.sampled_from(["val", "next", "left", "__dict__", "1"]), ELEMENTS).map(list), max_size=3)).map(list),
+    st.tuples(
+        st.just("obj"),
+        st.sampled_from(["ListNode", "TreeNode", "Nope"]),
+        st.lists(st.tuples(st.sampled_from(["val", "next", "left", "__dict__", "1"]), ELEMENTS).map(list), max_size=3),
+    ).map(list),
     st.tuples(st.just("int"), st.one_of(st.sampled_from(["ff", "-ff", "x", ""]), JSON_SCALARS)).map(list),
     st.tuples(st.just("bytes"), st.one_of(st.sampled_from(["00ff", "0", "zz"]), JSON_SCALARS)).map(list),
     st.tuples(st.just("complex"), JSON_SCALARS, JSON_SCALARS).map(list),
@@ -725,7 +746,9 @@ def test_stdlib_containers_round_trip_as_their_own_types() -> None:
     assert match.groups() == ("bbb", None) and match.span() == (2, 5)
 
 
-@pytest.mark.parametrize("node", [["defaultdict", [], "os.system"], ["defaultdict", []], ["match", ["a"], [[0, "x"]], []], ["deque", [], 1]])
+@pytest.mark.parametrize(
+    "node", [["defaultdict", [], "os.system"], ["defaultdict", []], ["match", ["a"], [[0, "x"]], []], ["deque", [], 1]]
+)
 def test_decode_rejects_malformed_stdlib_nodes(node) -> None:
     with pytest.raises(codec.DecodeError):
         codec.decode({"root": [0], "nodes": [node]})

@@ -276,11 +276,18 @@ def test_apps_call_based_as_stdio_option():
 def test_apps_original_format_call_based_and_stdio():
     rows = [
         {
-            "problem_id": 7, "question": "Add.", "starter_code": "class Solution:\n    def add(self, a, b):\n        ",
+            "problem_id": 7,
+            "question": "Add.",
+            "starter_code": "class Solution:\n    def add(self, a, b):\n        ",
             "input_output": json.dumps({"fn_name": "add", "inputs": [[1, 2], ["a", "b"]], "outputs": [[3], ["ab"]]}),
             "solutions": json.dumps(["class Solution:\n    def add(self, a, b):\n        return a + b\n"]),
         },
-        {"problem_id": 8, "question": "Echo.", "starter_code": "", "input_output": {"inputs": ["1\n", ["2", "3"]], "outputs": ["1\n", ["2", "3"]]}},
+        {
+            "problem_id": 8,
+            "question": "Echo.",
+            "starter_code": "",
+            "input_output": {"inputs": ["1\n", ["2", "3"]], "outputs": ["1\n", ["2", "3"]]},
+        },
         {"problem_id": 9, "question": "No tests.", "starter_code": "", "input_output": ""},
     ]
     loaded = load_problems(rows)
@@ -381,8 +388,13 @@ def test_rows_of_an_unknown_format(tmp_path):
 
 
 def test_mixed_formats_in_one_file():
-    he = {"task_id": "HE/1", "prompt": "def f(x):\n    '''x+1'''\n", "entry_point": "f", "canonical_solution": "    return x + 1\n",
-          "test": "def check(candidate):\n    assert candidate(1) == 2\n"}
+    he = {
+        "task_id": "HE/1",
+        "prompt": "def f(x):\n    '''x+1'''\n",
+        "entry_point": "f",
+        "canonical_solution": "    return x + 1\n",
+        "test": "def check(candidate):\n    assert candidate(1) == 2\n",
+    }
     loaded = load_problems([leetcode_row(), he])
     assert loaded.formats == {"leetcode": 1, "humaneval": 1}
     assert loaded["HE/1"].metadata["source_format"] == "humaneval"

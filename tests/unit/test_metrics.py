@@ -33,8 +33,13 @@ def test_mean_pass_at_k_only_where_every_task_has_k_samples():
 
 def test_summary_counts():
     P, W, N = Verdict.PASSED, Verdict.WRONG_ANSWER, Verdict.NO_CODE
-    results = [result("a", [P, P]), result("a", [P, W]), result("b", [N, N]), result("b", [P, P]),
-               GradeResult.invalid("c", "bad")]
+    results = [
+        result("a", [P, P]),
+        result("a", [P, W]),
+        result("b", [N, N]),
+        result("b", [P, P]),
+        GradeResult.invalid("c", "bad"),
+    ]
     s = summarize(results, elapsed_s=2.0)
     assert s["completions"] == 5 and s["graded"] == 4 and s["tasks"] == 2
     assert s["mean_pass_rate"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)

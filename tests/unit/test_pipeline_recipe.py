@@ -63,6 +63,17 @@ def test_the_paper_batch_is_128_pairs_and_200_steps():
     assert optimizer_steps(2563 * 10, 128, drop_last=False) == 201
 
 
+def test_the_trainer_makes_200_steps_of_128_pairs_from_2563_x_10_pairs(tokenizer, tmp_path):
+    """The paper's table size through QRPOTrainer's own step computation (one process, 16 pairs x 8 accumulation):
+    1601 full micro-batches (drop_last), 200 optimizer steps; transformers 5 alone would add a 201st of 1/8 batch."""
+    t = trainer(tokenizer, tmp_path, pairs(2563 * 10, refs=20), per_device_train_batch_size=16, gradient_accumulation_steps=8)
+    loader = t.get_train_dataloader()
+    assert len(loader) == 2563 * 10 // 16 == 1601
+    values = t.set_initial_training_values(t.args, loader)
+    assert (values[1], values[5], values[6]) == (200, 1600, 200)  # steps per epoch, micro-batches used, max steps
+    assert next(iter(loader))["quantile"].shape == (16, 2)  # 16 pairs = 32 sequences per micro-batch
+
+
 def test_pairs_are_batched_together_and_drop_last_sets_the_step_count(tokenizer, tmp_path):
     rows = pairs(37)
     t = trainer(tokenizer, tmp_path, rows, gradient_accumulation_steps=2)

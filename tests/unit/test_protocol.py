@@ -230,3 +230,54 @@ def test_reader_recovers_framing_after_a_bad_message(pipe):
     with pytest.raises(ProtocolError):
         read_message(pipe["r"], soon())
     assert read_message(pipe["r"], soon()) == {"next": True}
+
+
+def test_write_to_a_reader_that_stopped_reading_times_out(pipe):
+    os.set_blocking(pipe["w"], False)
+    message = {"blob": "x" * (1 << 20)}  # far more than a pipe's buffer
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        write_message(pipe["w"], message, time.monotonic() + 0.3)
+    assert time.monotonic() - started < 3
+
+
+def test_write_with_a_deadline_completes_when_the_reader_reads(pipe):
+    os.set_blocking(pipe["w"], False)
+    message = {"blob": "y" * (1 << 20)}
+    got = []
+    reader = threading.Thread(target=lambda: got.append(read_message(pipe["r"], soon(30))))
+    reader.start()
+    write_message(pipe["w"], message, soon(30))
+    reader.join(30)
+    assert got == [message]
+
+
+def test_reader_ticks_while_waiting_and_a_tick_can_stop_it(pipe):
+    from sandbox.judge.protocol import Reader
+
+    class Stop(Exception):
+        pass
+
+    ticks = []
+
+    def tick():
+        ticks.append(time.monotonic())
+        if len(ticks) > 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Reader(pipe["r"], tick=tick, tick_s=0.02).read(soon())
+    assert len(ticks) == 4
+
+
+def test_reader_counts_arrays_and_values_before_parsing(pipe):
+    from sandbox.judge.protocol import Malformed, Reader
+
+    os.write(pipe["w"], dumps({"a": [[]] * 50}))
+    with pytest.raises(Malformed):
+        Reader(pipe["r"]).read(soon(), max_containers=10)
+    os.write(pipe["w"], dumps({"a": [1] * 50}))
+    with pytest.raises(Malformed):
+        Reader(pipe["r"]).read(soon(), max_commas=10)
+    os.write(pipe["w"], dumps({"a": [1] * 5}))
+    assert Reader(pipe["r"]).read(soon(), max_containers=10, max_commas=10) == {"a": [1] * 5}

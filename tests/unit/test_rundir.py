@@ -119,3 +119,25 @@ def test_append_log_survives_a_torn_last_line(tmp_path: Path) -> None:
         f.write('{"event": "fin')  # a crash mid-line
     assert rundir.read_log(log) == [{"event": "start"}]
     assert rundir.read_log(tmp_path / "missing") == []
+
+
+def test_qrpo_status_reads_the_cluster_run_directory(tmp_path: Path) -> None:
+    """The SLURM grading driver's run directory is a core chunk folder: `qrpo status` counts its
+    finished shards with the same reader as a stage's chunks."""
+    from qrpo.pipeline.layout import chunk_progress
+    from sandbox.cluster.layout import RunDir, inputs_fingerprint, prepare
+    from sandbox.problem import GradeResult, Problem, Test, Verdict
+
+    problem = Problem(task_id="t", prompt="", entry_point="f", tests=(Test("function", "assert candidate(1) == 1"),))
+    rows = [(i + 1, {"task_id": "t", "code": "def f(x):\n    return x\n"}) for i in range(5)]
+    options = {"backend": "process", "granularity": "per_test", "extract": "auto"}
+    fp = inputs_fingerprint({"t": problem}, rows, options)
+    run = RunDir(tmp_path / "shards")
+    manifest, note = prepare(run, {"t": problem}, rows, fp, options, jobs=3)
+    assert note is None and manifest["count"] == 3 and manifest["shard_rows"] == [2, 2, 1]
+    assert chunk_progress(run.root) == (0, 3)
+    result = GradeResult.uniform("t", 1, Verdict.PASSED, "process", "")
+    run.write_result(1, {"shard": 1, "rows": 2, "fingerprint": fp}, [(1, result), (4, result)])
+    assert run.finished(1, 2, fp) and not run.finished(0, 2, fp)
+    assert chunk_progress(run.root) == (1, 3)
+    assert [i for i, _ in run.read_results(1)] == [1, 4]

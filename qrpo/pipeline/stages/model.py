@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if config.data.train is not None and tasks.source_split(config.data.train.path) is not None:
         from qrpo.tasks.reference import reference_model  # the task's SFT mix of right and wrong answers, cached
 
-        record = reference_model(config.model.tiny, out, config.cpu_threads, say=ctx.say)
+        record = reference_model(config.model.tiny, out, build_tiny_model, config.cpu_threads, say=ctx.say)
         return {"model": str(out), **record}
     examples = training_examples(config)
     losses = build_tiny_model(config.model.tiny, examples, out, config.cpu_threads)

@@ -1,0 +1,144 @@
+"""The judge's small parts that stand between it and hostile bytes: the frame parser, the
+exceptions handed to test code, the text it writes, the tree removal, the verdict list."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+
+import pytest
+
+from sandbox.judge import cleanup, frames
+from sandbox.judge.server import safe_text
+from sandbox.judge.session import SolutionError, solution_exception
+from sandbox.judge.verdicts import VERDICTS
+from sandbox.problem import Verdict
+
+
+def test_verdicts_are_defined_once_and_match_the_enum() -> None:
+    assert tuple(v.value for v in Verdict) == VERDICTS
+
+
+GOOD = [
+    {"loaded": True},
+    {"test": 1, "ok": {"root": 3, "nodes": []}, "time_s": 0.5},
+    {"test": 2, "raise": "ValueError", "detail": "x"},
+    {"test": 3, "unencodable": "function", "time_s": 0},
+    {"test": 4, "passed": False},
+    {"test": 5, "exited": {"signal": 9}},
+    {"test": 6, "exited": {"code": 0}, "stdout": base64.b64encode(b"3\n").decode()},
+]
+
+
+@pytest.mark.parametrize("message", GOOD[1:], ids=lambda m: next(k for k in m if k != "test"))
+def test_answers_parse(message) -> None:
+    answer = frames.answer(message)
+    assert answer.test == message["test"]
+
+
+BAD = [
+    {},
+    {"test": "1", "passed": True},
+    {"test": 1.0, "passed": True},
+    {"test": 2**40, "passed": True},
+    {"test": 1, "passed": 1},
+    {"test": 1, "passed": True, "x": 1},
+    {"test": 1, "ok": 3},
+    {"test": 1, "ok": 3, "time_s": "0"},
+    {"test": 1, "raise": 3, "detail": ""},
+    {"test": 1, "raise": "E"},
+    {"test": 1, "exited": {"signal": "9"}},
+    {"test": 1, "exited": {"code": [0]}},
+    {"test": 1, "exited": {}},
+    {"test": 1, "exited": {"code": 0, "signal": 9}},
+    {"test": 1, "exited": [0]},
+    {"test": 1, "exited": {"code": 0}, "stdout": 3},
+    {"test": 1, "exited": {"code": 0}, "stdout": "@@@"},
+    {"test": 1},
+    {"test": True, "passed": True},
+]
+
+
+@pytest.mark.parametrize("message", BAD, ids=range(len(BAD)))
+def test_malformed_answers_are_frame_errors_and_nothing_else(message) -> None:
+    with pytest.raises(frames.FrameError):
+        frames.answer(message)
+
+
+@pytest.mark.parametrize(
+    "message", [{"loaded": 1}, {"loaded": True, "x": 1}, {"loaded": False}, {"loaded": False, "verdict": 3, "detail": ""}]
+)
+def test_malformed_load_frames(message) -> None:
+    with pytest.raises(frames.FrameError):
+        frames.load(message)
+
+
+def test_a_load_failure_claims_only_load_verdicts() -> None:
+    assert frames.load({"loaded": False, "verdict": "passed", "detail": ""}).verdict == "runtime_error"
+    assert frames.load({"loaded": False, "verdict": "syntax_error", "detail": ""}).verdict == "syntax_error"
+
+
+def test_status_bytes() -> None:
+    assert frames.status_bytes(b'{"signal": 9}') == frames.Status(None, 9)
+    for data in (b"", b"{", b'{"signal": "x"}', b"\xff", b"[]", b'{"code": 1, "x": 2}'):
+        assert frames.status_bytes(data) is None
+
+
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("ValueError", ValueError),
+        ("KeyError", KeyError),
+        ("ZeroDivisionError", ZeroDivisionError),
+        ("UnicodeDecodeError", UnicodeError),
+        ("MemoryError", MemoryError),
+    ],
+)
+def test_solution_exceptions_are_real_builtin_classes(name, cls) -> None:
+    exc = solution_exception(frames.Raised(1, name, f"{name}: message " + "x" * 5000))
+    assert type(exc) is cls and len(str(exc)) <= 502 and "message" in str(exc)
+
+
+def test_unknown_and_uncatchable_exceptions() -> None:
+    assert type(solution_exception(frames.Raised(1, "MyError", "boom"))) is SolutionError
+    assert type(solution_exception(frames.Raised(1, "__import__", "boom"))) is SolutionError
+    for name in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "TooLarge"):
+        assert solution_exception(frames.Raised(1, name, "")) is None
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "\x00\x1b[2J", "ok\nline\ttab", "é 日本 𝄞"])
+def test_safe_text_can_always_be_written(text) -> None:
+    out = safe_text(text)
+    json.dumps(out, ensure_ascii=False).encode("utf-8")
+    if text.isprintable() or set(text) <= set("oklinetab\n\t"):
+        assert out == text
+
+
+def test_remove_tree_survives_what_a_solution_can_leave(tmp_path) -> None:
+    root = tmp_path / "w"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(5_000):  # deeper than the recursion limit, longer than PATH_MAX
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    os.mkfifo(root / ".stdout")
+    (root / ".stderr").mkdir()
+    (root / "link").symlink_to("/etc")
+    locked = root / "locked" / "inner"
+    locked.mkdir(parents=True)
+    (locked / "f").write_text("x")
+    os.chmod(locked, 0)
+    os.chmod(locked.parent, stat.S_IRUSR)
+    assert cleanup.remove_tree(str(root))
+    assert not root.exists() and os.path.exists("/etc/passwd")
+
+
+def test_remove_tree_of_nothing_or_a_file(tmp_path) -> None:
+    assert cleanup.remove_tree(str(tmp_path / "missing"))
+    (tmp_path / "f").write_text("x")
+    assert cleanup.remove_tree(str(tmp_path / "f")) and not (tmp_path / "f").exists()
