@@ -108,6 +108,7 @@ def iter_grade(
     cpu: float | None = None,
     memory: int | None = None,
     wall: float | None = None,
+    details: bool = False,
 ) -> Iterator[GradeResult]:
     """Stream results in completion order. Pass `pool` to reuse warm workers across calls.
     `skip`: leave out the first `skip` completions rows (graded before: resuming); the others
@@ -137,6 +138,7 @@ def iter_grade(
         if isinstance(result_or_job, GradeResult):
             ready[index] = result_or_job
         else:
+            result_or_job.details = details  # with details, failures describe the expected value (off for RL)
             jobs.append(result_or_job)
     graded = pool.map(jobs, total=len(jobs))
     try:

@@ -136,6 +136,15 @@ def main() -> None:
               help="Dataset format of --problems (a registered name; auto detects it per row).")
 @click.option("--adapter", default=None,
               help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
+@click.option("--stdio-mode", type=click.Choice(["tokens", "lines", "exact"]), default=None,
+              help="stdin/stdout problems: compare outputs by tokens (default), lines or exactly, for the whole run.")
+@click.option("--abs-tol", type=FloatIn(0, 1e9, 1e-6), default=None,
+              help="stdin/stdout problems: numbers within this absolute tolerance are equal.")
+@click.option("--rel-tol", type=FloatIn(0, 1e9, 1e-6), default=None,
+              help="stdin/stdout problems: numbers within this relative tolerance are equal.")
+@click.option("--details/--no-details", default=False, show_default=True,
+              help="Describe each failed test (call, value returned, value expected; stdio: first difference). "
+                   "Off by default: online RL must not see expected values.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the batch summary (pass rates, pass@k, verdict counts, tests/s) as JSON here.")
 @click.option("--max-tests", type=IntIn(1, 1_000_000, 100), default=None,
@@ -161,7 +170,8 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
           max_tests: int | None, min_tests: int | None, cpu: float | None, memory: int | None, wall: float | None, progress: bool,
           executor: str | None = None, jobs: int = 4, cpus_per_job: int = 1, partition: str | None = None, time_min: float = 60,
           workdir: str | None = None, max_retries: int = 2, test_set: str = "plus", dataset_format: str = "auto",
-          adapter: str | None = None, summary_path: str | None = None) -> None:
+          adapter: str | None = None, summary_path: str | None = None, details: bool = False,
+          stdio_mode: str | None = None, abs_tol: float | None = None, rel_tol: float | None = None) -> None:
     """Grade completions against problems and write one result row per completion.
 
     Rows are written to OUTPUT.partial as they finish; Ctrl-C or a kill loses only the rows being
@@ -199,8 +209,9 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
     try:
         if adapter is not None:
             dataset_format = load_adapter(adapter).name
+        stdio = {k: v for k, v in {"mode": stdio_mode, "abs_tol": abs_tol, "rel_tol": rel_tol}.items() if v is not None}
         loaded = load_problems(problems, format=dataset_format, max_tests=max_tests, min_tests=min_tests,
-                               tests=test_set)  # type: ignore[arg-type]
+                               tests=test_set, stdio=stdio or None)  # type: ignore[arg-type]
     except UnknownFormatError as exc:
         raise click.BadParameter(str(exc), param_hint="'--format'") from None
     for error in loaded.errors[:20]:
@@ -225,9 +236,10 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
                    f"(run directory {workdir or str(output) + '.shards'})")
         ctx.exit(exit_code(results))
     results = _grade_resumable(loaded, problems, completions, output, judge_backend, workers=workers, granularity=granularity,
-                               extract=extract, limits=limits, progress=progress,
+                               extract=extract, limits=limits, progress=progress, details=details,
                                fingerprint_options={"max_tests": max_tests, "min_tests": min_tests, "tests": test_set,
-                                                    "format": dataset_format})
+                                                    "format": dataset_format, "details": details,
+                                                    "stdio": [stdio_mode, abs_tol, rel_tol]})
     _report(results, time.monotonic() - started, extract, loaded, summary_path)
     click.echo(f"wrote {output} ({len(results)} rows) in {time.monotonic() - started:.1f} s")
     ctx.exit(exit_code(results))
@@ -257,7 +269,7 @@ def _completion_count(path: str) -> int:
 
 def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, backend: Any, *, workers: int | None,
                      granularity: Any, extract: Any, limits: Limits | None, progress: bool,
-                     fingerprint_options: dict[str, Any]) -> list[GradeResult]:
+                     fingerprint_options: dict[str, Any], details: bool = False) -> list[GradeResult]:
     """Grade in this process, streaming rows to OUTPUT.partial; resume from it; write OUTPUT."""
     import dataclasses
 
@@ -278,9 +290,16 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
         if part.done:
             click.echo(f"resuming: {part.done} of {total} rows were graded before ({part.path})", err=True)
         try:
-            for result in iter_grade(loaded, completions, backend=backend, workers=workers, granularity=granularity,
-                                     extract=extract, limits=limits, progress=progress, skip=part.done):
-                part.append(result.to_dict())
+            from itertools import islice
+
+            from .datasets import read_jsonl
+            from .metrics import result_row
+
+            rows_in = islice((row for _, row in read_jsonl(completions)), part.done, None)  # extra fields are copied
+            for result, row in zip(iter_grade(loaded, completions, backend=backend, workers=workers, granularity=granularity,
+                                              extract=extract, limits=limits, progress=progress, skip=part.done,
+                                              details=details), rows_in):
+                part.append(result_row(row, result))
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: {part.done} of {total} rows are saved in {part.path}; "
                        "rerun the same command to grade the rest", err=True)

@@ -57,6 +57,7 @@ class Job:
     problem: Problem
     code: str
     granularity: Granularity | str
+    details: bool = False  # failed tests carry a description with the expected value (h15)
 
 
 def default_workers() -> int:
@@ -253,7 +254,8 @@ class Pool:
     def _run(self, worker: Worker, job: Job, future: Future[GradeResult]) -> GradeResult | None:
         """Grade one job with retries on fresh judges; None once the future is cancelled."""
         problem = job.problem
-        request = {"id": job.index, "problem": problem.to_dict(), "code": job.code, "granularity": job.granularity}
+        request = {"id": job.index, "problem": problem.to_dict(), "code": job.code, "granularity": job.granularity,
+                   "details": job.details}
         timeout = problem.limits.solution_s + problem.limits.wall_s * 2 + DEADLINE_MARGIN_S
         errors = []
         for attempt in range(1, self.max_attempts + 1):

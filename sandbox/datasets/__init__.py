@@ -23,7 +23,7 @@ duplicate task_id each become a `RowError` (row number, task_id if known, field,
 names the fix) and the remaining rows still load.
 
 Format detection is per row, in registration order (native first, then humanevalplus,
-mbppplus, leetcode, humaneval, mbpp, stdio); the built-in detectors are also mutually exclusive on the supported datasets.
+mbppplus, leetcode, humaneval, mbpp, mbpp-original, livecodebench, codecontests, stdio); the built-in detectors are also mutually exclusive on the supported datasets.
 A row that no adapter recognises is converted by the file's dominant format, so a LeetCode row
 that lost its `test` field is reported as "missing field 'test'" rather than "unknown format";
 only when no row of the input is recognised does every row get an "unknown format" error.
@@ -426,6 +426,7 @@ def load_problems(
     max_tests: int | None = None,
     min_tests: int | None = None,
     tests: TestSet = "plus",
+    stdio: dict[str, Any] | None = None,
 ) -> LoadedProblems:
     """Load problems from a JSONL / JSONL.gz file or an iterable of dict rows.
 
@@ -435,6 +436,9 @@ def load_problems(
     uses 20). The first row with a given task_id wins; later ones become RowErrors.
     `tests`: for datasets with base and plus tests (HumanEval+, MBPP+), "plus" keeps both
     (evalplus's headline score) and "base" only the base tests; other datasets are unaffected.
+    `stdio`: a run-wide output comparison for stdin/stdout problems (`{"mode": "lines"}`,
+    `{"abs_tol": 1e-6}`; see sandbox/judge/compare.py), over the problem's own; a problem with
+    a checker program keeps it.
     """
     if tests not in TEST_SETS:
         raise ValueError(f"tests must be one of {list(TEST_SETS)}, got {tests!r}")
@@ -487,6 +491,9 @@ def load_problems(
             continue
         first_row[problem.task_id] = (rowno, row)
         problem = _select_tests(problem, tests)
+        if stdio and problem.kind == "stdio" and not (problem.metadata.get("stdio") or {}).get("checker"):
+            spec = {**(problem.metadata.get("stdio") or {}), **stdio}
+            problem = dataclasses.replace(problem, metadata={**problem.metadata, "stdio": spec})
         total = len(problem.tests)
         if min_tests is not None and total < min_tests:
             result.skipped.append(Skipped(problem.task_id, rowno, f"{total} tests < min_tests={min_tests}"))
@@ -559,8 +566,10 @@ def function_tests(source: str, field_name: str, candidate: str = "candidate") -
 
 # Built-in adapters register themselves on import. Detection order is fixed here, not by the
 # order of the imports: native first, so prepared datasets are never mistaken for their source.
-from sandbox.datasets import evalplus, humaneval, leetcode, mbpp, native, stdio  # noqa: E402, F401
+from sandbox.datasets import evalplus, humaneval, leetcode, mbpp, native, published, stdio  # noqa: E402, F401
 
-for _name in ("native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "stdio"):
+BUILTIN_ORDER = ("native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "mbpp-original", "livecodebench",
+                 "codecontests", "stdio")
+for _name in BUILTIN_ORDER:
     _REGISTRY[_name] = _REGISTRY.pop(_name)
 del _name

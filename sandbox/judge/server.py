@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from . import checks, cleanup, codec, frames, protocol
+from . import checks, cleanup, codec, compare, frames, protocol
 from .runner import die_with_parent, new_module, set_dumpable
 from .session import (
     Captured,
@@ -303,8 +303,13 @@ class Judge:
                     raise SolutionFailure(RUNTIME_ERROR, "the solution's process broke the protocol: not a program's output")
                 status = answer.status
                 if status.code == 0:
-                    ok = _stdout_matches(answer.stdout, test.get("stdout", ""))
-                    verdict, detail = (PASSED, "") if ok else (WRONG_ANSWER, "output differs")
+                    try:  # h15: the comparison mode is the problem's (sandbox/judge/compare.py)
+                        ok, why = compare.compare(answer.stdout, test.get("stdout", ""), test.get("stdin", ""),
+                                                  (session.problem.get("metadata") or {}).get("stdio"))
+                        shown = why if session.request.get("details") else "output differs"  # why holds expected text
+                        verdict, detail = (PASSED, "") if ok else (WRONG_ANSWER, shown)
+                    except compare.CheckerError as exc:
+                        verdict, detail = SANDBOX_ERROR, str(exc)
                 elif status.code == 137:
                     verdict, detail = MEMORY, "MemoryError"
                 else:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import codec, frames, protocol, treewatch
+from . import codec, compare, frames, protocol, treewatch
 from .verdicts import MEMORY, PASSED, RUNTIME_ERROR, SANDBOX_ERROR, TIMEOUT, WRONG_ANSWER
 
 if TYPE_CHECKING:
@@ -419,6 +419,7 @@ class FunctionTests:
         self.failure: SolutionFailure | None = None  # wins over whatever the test code did
         self.raised: BaseException | None = None  # the solution's last exception, as handed to the test
         self.needs_opaque = False  # a call's arguments were not plain data (test code decides this)
+        self.last_call: tuple[tuple[Any, ...], dict[str, Any], Any] | None = None  # h15: for --details
 
     def fail(self, verdict: str, detail: str) -> SolutionFailure:
         if self.failure is None:
@@ -478,7 +479,9 @@ class FunctionTests:
             self.session.kill()
             raise self.fail(RUNTIME_ERROR, "the solution's process broke the protocol: not a call's answer")
         try:
-            return codec.decode(answer.doc, helpers)
+            value = codec.decode(answer.doc, helpers)
+            self.last_call = (args, kwargs, value)  # h15: described with --details
+            return value
         except codec.TooLarge as exc:
             raise self.fail(RUNTIME_ERROR, f"returned a value over the judge's budget: {exc}") from None
         except codec.DecodeError as exc:
@@ -503,6 +506,7 @@ class FunctionTests:
         self.failure = None
         self.raised = None
         self.needs_opaque = False
+        self.last_call = None
         verdict, detail = PASSED, ""
         seconds = judge_cpu_budget(self.session.limits)
         over: list[bool] = []
@@ -517,6 +521,10 @@ class FunctionTests:
                     exec(test.code, namespace)
                 except BaseException as exc:  # noqa: BLE001  every outcome of test code is a verdict
                     verdict, detail = self._outcome(exc)
+                    if isinstance(exc, AssertionError) and self.session.request.get("details") and exc is not self.raised:
+                        last = self.last_call  # h15: a bounded description with the expected value
+                        detail = compare.describe_failure(test.source, namespace, last[:2] if last else None,
+                                                          last[2] if last else None)
         except SolutionFailure as failure:  # the budget ran out just outside the inner block
             verdict, detail = failure.verdict, failure.detail
         finally:

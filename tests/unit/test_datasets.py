@@ -126,7 +126,8 @@ def test_native_rows_are_detected_before_the_others():
 
 
 def test_known_formats_in_priority_order():
-    assert known_formats()[:7] == ["native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "stdio"]
+    assert known_formats()[:10] == ["native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "mbpp-original",
+                                    "livecodebench", "codecontests", "stdio"]
 
 
 def test_detect_format_lists_known_formats_when_nothing_matches():
