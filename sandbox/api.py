@@ -124,7 +124,7 @@ def iter_grade(
     owned = pool is None
     pool = pool or Pool(backend, workers=workers, progress=progress)
     try:
-        table = _with_expected(table, rows, pool)
+        table = expected_outputs_for(table, rows, pool)
     except BaseException:
         if owned:
             pool.close()
@@ -150,7 +150,7 @@ def iter_grade(
             pool.close()
 
 
-def _with_expected(table: dict[str, Problem], rows: list[tuple[int, Any]], pool: Pool) -> dict[str, Problem]:
+def expected_outputs_for(table: dict[str, Problem], rows: list[tuple[int, Any]], pool: Pool) -> dict[str, Problem]:
     """HumanEval+ / MBPP+ problems get the canonical solution's outputs (sandbox.datasets.reference),
     computed in the sandbox with this pool, for the task_ids the completions name."""
     from .datasets.reference import attach_expected

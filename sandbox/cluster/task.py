@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..api import job_for_row
+from ..api import expected_outputs_for, job_for_row
 from ..datasets import RowError
 from ..problem import GradeResult, Problem
 from ..rundir import lock, read_jsonl, write_atomic
@@ -141,6 +141,12 @@ def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fing
             f"{run.input(shard)} holds {len(records)} rows, the manifest says {rows_expected}: the run directory is damaged; "
             "delete it"
         )
+    rows = [(record["index"], record["row"]) for record in records if "row" in record]
+    workers = task_workers(cpus)
+    backend = get_backend(options["backend"], unpack_dir=_node_local_image_dir())
+    pool = Pool(backend, workers=max(1, min(workers, len(rows)))) if rows else None
+    if pool is not None:  # HumanEval+ / MBPP+: the canonical's outputs, from the cache or computed here in the sandbox
+        table = expected_outputs_for(table, rows, pool)
     ready: dict[int, GradeResult] = {}
     jobs = []
     for record in records:
@@ -150,16 +156,13 @@ def _grade_claimed_shard(run: RunDir, manifest: dict[str, Any], shard: int, fing
             ready[record["index"]] = item
         else:
             jobs.append(item)
-    workers = task_workers(cpus)
-    backend = get_backend(options["backend"], unpack_dir=_node_local_image_dir())
     results: list[tuple[int, GradeResult]] = []
     last_progress = 0.0
-    pool = Pool(backend, workers=max(1, min(workers, len(jobs)))) if jobs else None
     started = time.time()
     try:
         with _stop_on_sigterm():
             run.log_event({**event, "event": "start", "time": started})
-            graded = pool.map(jobs, total=len(jobs)) if pool else iter(())
+            graded = pool.map(jobs, total=len(jobs)) if pool and jobs else iter(())
             for record in records:
                 index = record["index"]
                 results.append((index, ready.pop(index) if index in ready else next(graded)))

@@ -23,7 +23,8 @@ duplicate task_id each become a `RowError` (row number, task_id if known, field,
 names the fix) and the remaining rows still load.
 
 Format detection is per row, in registration order (native first, then humanevalplus,
-mbppplus, leetcode, humaneval, mbpp, mbpp-original, livecodebench, codecontests, stdio); the built-in detectors are also mutually exclusive on the supported datasets.
+mbppplus, leetcode, humaneval, mbpp, mbpp-original, livecodebench, codecontests, stdio); the built-in
+detectors are also mutually exclusive on the supported datasets.
 A row that no adapter recognises is converted by the file's dominant format, so a LeetCode row
 that lost its `test` field is reported as "missing field 'test'" rather than "unknown format";
 only when no row of the input is recognised does every row get an "unknown format" error.
@@ -566,7 +567,8 @@ def function_tests(source: str, field_name: str, candidate: str = "candidate") -
 
 # Built-in adapters register themselves on import. Detection order is fixed here, not by the
 # order of the imports: native first, so prepared datasets are never mistaken for their source.
-from sandbox.datasets import evalplus, humaneval, leetcode, mbpp, native, published, stdio  # noqa: E402, F401
+from sandbox.datasets import evalplus, humaneval, leetcode, mbpp, native, published  # noqa: E402, F401
+from sandbox.datasets import stdio as _stdio_adapter  # noqa: E402, F401  (aliased: load_problems has a `stdio` argument)
 
 BUILTIN_ORDER = ("native", "humanevalplus", "mbppplus", "leetcode", "humaneval", "mbpp", "mbpp-original", "livecodebench",
                  "codecontests", "stdio")
