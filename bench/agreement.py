@@ -274,9 +274,17 @@ def compare(
     return report
 
 
-def run(dataset: str, n: int, seed: int, backend: str, workers: int) -> dict[str, Any]:
+def run(dataset: str, n: int, seed: int, backend: str, workers: int, tasks: int | None = None) -> dict[str, Any]:
+    """One dataset's agreement report. `tasks` keeps the first K problems (a subset file that
+    both graders read, so evalplus's "every problem has a sample" rule still holds)."""
     path = DATA / FILES[dataset]
     data = read_rows(path)
+    if tasks is not None:
+        data = data[:tasks]
+        subset = Path(tempfile.mkdtemp(prefix="qrpo-agreement-")) / path.name
+        with gzip.open(subset, "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row) + "\n" for row in data)
+        path = subset
     rows = samples(dataset, data, n, seed)
     keep = [i for i, r in enumerate(rows) if r["task_id"] not in EXCLUDED]
     graded = [rows[i] for i in keep]
@@ -302,11 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="bubblewrap")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=None, help="only the first K problems of each dataset")
     parser.add_argument("--json", default=None, help="write the full report (with every disagreement) here")
     args = parser.parse_args(argv)
     reports = []
     for dataset in args.dataset or list(FILES):
-        report = run(dataset, args.mutants, args.seed, args.backend, args.workers)
+        report = run(dataset, args.mutants, args.seed, args.backend, args.workers, args.tasks)
         reports.append(report)
         rates = ", ".join(
             f"{k} {report[k]['agree']}/{report[k]['total']} = {report[k]['rate']:.2%}" for k in ("base", "plus") if k in report
