@@ -33,12 +33,14 @@ def remove_tree(path: str, budget: int = BUDGET) -> bool:
         except OSError:
             return False
     counter = 0
+    previous: list[tuple[str, bool]] = []
     try:
         while budget > 0:
             with os.scandir(top) as it:
                 entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-            if not entries:
+            if not entries or entries == previous:  # gone, or a pass changed nothing: stop
                 break
+            previous = entries
             for name, is_dir in entries:
                 budget -= 1
                 if not is_dir:
@@ -59,10 +61,7 @@ def remove_tree(path: str, budget: int = BUDGET) -> bool:
 
 def _hoist(top: int, name: str, counter: int) -> int:
     """Move the children of `top/name` into `top`, then remove `top/name` if it is empty."""
-    try:
-        os.chmod(name, stat.S_IRWXU, dir_fd=top, follow_symlinks=False)
-    except (OSError, NotImplementedError):
-        pass
+    _unlock(top, name)
     try:
         sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
     except OSError:
@@ -78,6 +77,12 @@ def _hoist(top: int, name: str, counter: int) -> int:
             counter += 1
             try:
                 os.rename(child, f".q{counter}", src_dir_fd=sub, dst_dir_fd=top)
+            except PermissionError:  # moving a directory rewrites its "..": it must be writable
+                _unlock(sub, child)
+                try:
+                    os.rename(child, f".q{counter}", src_dir_fd=sub, dst_dir_fd=top)
+                except OSError:
+                    pass
             except OSError:
                 pass
     finally:
@@ -87,3 +92,19 @@ def _hoist(top: int, name: str, counter: int) -> int:
     except OSError:
         pass
     return counter
+
+
+def _unlock(top: int, name: str) -> None:
+    """Give the owner rwx on the directory `top/name`, never on what a link points to. Linux has no
+    lchmod, so the directory is pinned by an O_PATH descriptor (O_NOFOLLOW: a link fails to open)
+    and changed through its /proc/self/fd entry, which names that very inode."""
+    try:
+        pinned = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+    except OSError:
+        return
+    try:
+        os.chmod(f"/proc/self/fd/{pinned}", stat.S_IRWXU)
+    except OSError:
+        pass
+    finally:
+        os.close(pinned)

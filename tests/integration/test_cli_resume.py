@@ -100,13 +100,17 @@ def gradings(counter: Path) -> list[int]:
 
 
 def comparable(path: Path) -> list[dict]:
-    """The rows without their timings (the only fields that differ between two runs)."""
+    """The rows without their timings (the only fields that differ between two runs): the time
+    taken, and a timeout's detail (the CPU seconds measured when it was stopped, or the wall clock
+    when the machine was too busy to give it its CPU time)."""
     rows = []
     for line in path.read_text(encoding="utf-8").split("\n")[:-1]:
         row = json.loads(line)
         row.pop("time_s")
         for test in row["tests"]:
             test.pop("time_s")
+            if test["verdict"] == "timeout":
+                test.pop("detail")
         rows.append(row)
     return rows
 

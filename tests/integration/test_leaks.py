@@ -48,7 +48,16 @@ def my_processes() -> set[int]:
 
 
 def temp_entries() -> set[str]:
-    return set(os.listdir(tempfile.gettempdir()))
+    """Entries of this user in the temp folder (other users' work on a shared /tmp is not ours)."""
+    uid, folder = os.getuid(), tempfile.gettempdir()
+    out = set()
+    for name in os.listdir(folder):
+        try:
+            if os.lstat(os.path.join(folder, name)).st_uid == uid:
+                out.add(name)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def apptainer_instances() -> list[str]:

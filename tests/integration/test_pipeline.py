@@ -31,6 +31,7 @@ import pytest
 from click.testing import CliRunner
 
 from qrpo.cli import main as qrpo_main
+from sandbox.datasets import BUILTIN_ORDER
 
 from ..conftest import REPO, backend_or_fail
 
@@ -411,7 +412,7 @@ BAD_INPUTS = {
                                           "--set", f"data.test.path={bad_rows_file(t)}", "--set", "data.max_tokens=null"],
                                "no row of {t}/questions.jsonl is a usable problem"),
     "unknown format name": (lambda t: ["prepare", "tiny-cpu", "--set", "data.train.format=csv"],
-                            "config key 'data.train.format' is 'csv'; choose one of: auto, native, leetcode"),
+                            "config key 'data.train.format' is 'csv'; choose one of: auto, " + ", ".join(BUILTIN_ORDER)),
     "missing model": (lambda t: ["run", "tiny-cpu", "--set", f"model.name_or_path={t}/no-such-model"],
                       "model.name_or_path {t}/no-such-model does not exist; give a model directory"),
     "unknown training argument": (lambda t: ["train", "tiny-cpu", "-o", str(t / "out"),

@@ -142,3 +142,21 @@ def test_remove_tree_of_nothing_or_a_file(tmp_path) -> None:
     assert cleanup.remove_tree(str(tmp_path / "missing"))
     (tmp_path / "f").write_text("x")
     assert cleanup.remove_tree(str(tmp_path / "f")) and not (tmp_path / "f").exists()
+
+
+def test_remove_tree_gives_up_at_once_on_what_it_cannot_remove(tmp_path, monkeypatch) -> None:
+    """An entry that resists (here: unlink always fails) ends the removal after one idle pass, not
+    after a million entries of budget spent on it; the caller is told the tree is still there."""
+    root = tmp_path / "w"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "stuck").write_text("x")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("refused")
+
+    monkeypatch.setattr(cleanup.os, "unlink", refuse)
+    calls = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(cleanup.os, "scandir", lambda fd: calls.append(fd) or real_scandir(fd))
+    assert not cleanup.remove_tree(str(root))
+    assert (root / ".q1").exists() and len(calls) < 10
