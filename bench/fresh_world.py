@@ -4,7 +4,7 @@ A fresh world is a mount and IPC namespace of the runner's own, with a new tmpfs
 /var/tmp, /dev/shm and the workdir, a nested user namespace that locks those mounts, and the
 same again (without the nested user namespace) in every per-test fork. The baseline is the same
 judge with `fresh_world=False` (runner in its user and PID namespace only, as before). Both
-judges grade the same one-test and three-test problems, interleaved so machine load hits both
+judges grade the same 1-, 3- and 100-test problems, interleaved so machine load hits both
 alike. Target: p50 cost < 5 ms per solution.
 
     python bench/fresh_world.py [ROUNDS]
@@ -34,6 +34,13 @@ PROBLEMS = {
         limits=LIMITS,
         tests=tuple(Test("function", f"assert candidate({i}, 1) == {i + 1}") for i in range(3)),
     ),
+    "100 tests": Problem(  # LeetCodeDataset's solutions have ~94 tests each
+        task_id="hundred",
+        prompt="",
+        entry_point="add",
+        limits=LIMITS,
+        tests=tuple(Test("function", f"assert candidate({i}, 1) == {i + 1}") for i in range(100)),
+    ),
 }
 CODE = "def add(a, b):\n    return a + b\n"
 
@@ -62,12 +69,12 @@ def main() -> None:
         for judge in judges.values():
             judge.close()
     print(f"containment: {containment}; {rounds} rounds")
-    print(f"{'granularity':13} {'problem':8} {'baseline p50 ms':>16} {'fresh p50 ms':>13} {'cost p50 ms':>12} {'ratio':>6}")
+    print(f"{'granularity':13} {'problem':9} {'baseline p50 ms':>16} {'fresh p50 ms':>13} {'cost p50 ms':>12} {'ratio':>6}")
     for granularity in ("per_test", "per_solution"):
         for pname in PROBLEMS:
             base = statistics.median(times[(granularity, pname, "baseline")]) * 1000
             fresh = statistics.median(times[(granularity, pname, "fresh world")]) * 1000
-            print(f"{granularity:13} {pname:8} {base:16.2f} {fresh:13.2f} {fresh - base:12.2f} {fresh / base:6.2f}")
+            print(f"{granularity:13} {pname:9} {base:16.2f} {fresh:13.2f} {fresh - base:12.2f} {fresh / base:6.2f}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import collections
 import re
 from typing import Any
 
+from .protocol import paused_gc
+
 # Budgets, charged before any work: a reply that is cheap to send must not be expensive to
 # decode, hash or compare. The frame size (the judge's REPLY_LIMIT) bounds the bytes; these bound
 # the objects. `MAX_EXPANDED` counts a shared part each time it is reached (what `==`, hashing
@@ -203,19 +205,24 @@ def check_budgets(raw: list[Any]) -> None:
                 if type(body) is not list:
                     continue
                 own += len(body)
-                if {type(v) for v in body} <= _SCALAR_TYPES:
+                if set(map(type, body)) <= _SCALAR_TYPES:
                     continue
                 for v in body:
                     if type(v) is not list:
                         continue
                     arrays += 1
-                    for w in (v,) if len(v) == 1 else v if len(v) == 2 else ():  # a value, or a [key, value] pair
-                        if type(w) is list:
-                            if w is not v:
+                    if len(v) == 1:  # a value
+                        r = v[0]
+                        if type(r) is int and 0 <= r < n:
+                            refs.append(r)
+                    elif len(v) == 2:  # a [key, value] pair
+                        for w in v:
+                            if type(w) is list:
                                 arrays += 1
-                            if len(w) == 1 and type(w[0]) is int and 0 <= w[0] < n:
-                                refs.append(w[0])
-                                forward = forward and w[0] > j
+                                if len(w) == 1 and type(w[0]) is int and 0 <= w[0] < n:
+                                    refs.append(w[0])
+        if refs and forward:
+            forward = min(refs) > j
         kids.append(refs)
         scalars.append(own - len(refs))
         items += own + 1
@@ -294,7 +301,8 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
     DecodeError and nothing else (a helper's own `__hash__` failing on a half-built object
     included)."""
     try:
-        return _decode(doc, helper_types, max_nodes)
+        with paused_gc():
+            return _decode(doc, helper_types, max_nodes)
     except DecodeError:
         raise
     except MemoryError:
@@ -437,7 +445,7 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
         tag = node[0]
         if tag in ("list", "deque"):
             body = items(i)
-            if {type(v) for v in body} <= _SCALAR_TYPES:
+            if set(map(type, body)) <= _SCALAR_TYPES:
                 made[i].extend(body)  # nothing to resolve: the common case, at C speed
             else:
                 made[i].extend(value(v) for v in body)

@@ -390,6 +390,48 @@ class Solution:
         *PASS3,
         notes="per_test promises a clean state per test",
     ),
+    *(
+        case(
+            f"{kind}_from_an_earlier_test",
+            "world",
+            "add",
+            f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+class Solution:
+    def add(self, a, b):
+        hit = {seen}
+        {make}
+        return a + b if not hit else -1
+""",
+            *PASS3,
+            notes="no file is left, so the next test may share the mount namespace: it must not see this",
+        )
+        for kind, seen, make in (
+            ("sysv_shm", "libc.shmget(0x51F7, 0, 0) >= 0", "libc.shmget(0x51F7, 4096, 0o1666)"),
+            ("sysv_semaphore", "libc.semget(0x51F7, 1, 0) >= 0", "libc.semget(0x51F7, 1, 0o1666)"),
+            ("sysv_message_queue", "libc.msgget(0x51F7, 0) >= 0", "libc.msgget(0x51F7, 0o1666)"),
+            ("posix_mqueue", 'rt.mq_open(b"/qrpo-left-m", 0o2) >= 0', 'rt.mq_open(b"/qrpo-left-m", 0o100 | 0o2, 0o666, None)'),
+        )
+    ),
+    case(
+        "state_from_the_load_and_an_earlier_test",
+        "world",
+        "add",
+        LEAVE
+        + """
+leave("l")
+class Solution:
+    def add(self, a, b):
+        hits = found("l") + found("t2")
+        with open("qrpo-left-t2", "w") as f:
+            f.write("1")
+        return a + b if not hits else -1
+""",
+        *PASS3,
+        notes="what the load leaves is not seen by a test, what a test leaves in the workdir not by the next",
+    ),
     case(
         "state_left_at_import_is_not_seen_by_the_next_solution",
         "world",
