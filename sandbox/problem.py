@@ -65,15 +65,16 @@ class Range:
 
 # The range of each limit and grading option: `sandbox grade/serve` options, qrpo's `sandbox` and `data`
 # config keys. A lower bound is what still works (a Python process cannot start in less than ~64 MiB of
-# address space; the kernel counts CPU time in whole seconds, rounded up from 0.1), an upper bound what is
-# surely a typo (more than an hour per test, 256 GiB, a year of SLURM time).
+# address space), an upper bound what is surely a typo (more than an hour per test, 256 GiB, a year of SLURM
+# time). `sandbox.api` callers building `Limits` themselves are not checked against it.
 CPU_S = Range(0.1, 3600, 2)  # CPU seconds per test (Limits.cpu_s; --cpu, sandbox.cpu_s)
 WALL_S = Range(0.5, 3600, 5)  # wall seconds per test (Limits.wall_s; --wall, sandbox.wall_s)
 MEMORY_MB = Range(64, 262_144, 2048)  # MiB of address space per test (Limits.memory_mb; --memory, sandbox.memory_mb)
 SOLUTION_S = Range(1, 86_400, 60)  # seconds for all tests of one solution (Limits.solution_s; sandbox.solution_s)
 WORKERS = Range(1, 1024, 4)  # warm judges of a local pool (--workers, sandbox.workers)
 JOBS = Range(1, 100_000, 16)  # shards, one SLURM array task each (--jobs, sandbox.jobs, generate.jobs)
-CPUS_PER_JOB = Range(1, 1024, 8)  # CPUs of one job (--cpus-per-job, serve --cpus, sandbox.cpus_per_job, slurm.*.cpus_per_task)
+# CPUs of one job or process (--cpus-per-job, serve --cpus, sandbox.cpus_per_job, slurm.*.cpus_per_task, cpu_threads)
+CPUS_PER_JOB = Range(1, 1024, 8)
 SLURM_MINUTES = Range(0, 525_600, 60, low_open=True)  # a job's time limit: up to a year (--time, *.time_min)
 MAX_TESTS = Range(1, 1_000_000, 100)  # the first N tests of each problem (--max-tests, data.max_tests)
 MIN_TESTS = Range(0, 1_000_000, 20)  # problems with fewer tests are dropped (--min-tests, data.min_tests)
