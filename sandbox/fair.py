@@ -100,8 +100,9 @@ class FairQueue(Generic[T]):
     def __bool__(self) -> bool:
         return self._size > 0
 
-    def put(self, item: T, group: Hashable = "", request: Hashable = "") -> None:
-        """Queue `item`. A group (or request) that had nothing queued goes to the front: the
+    def put(self, item: T, group: Hashable = "", request: Hashable = "", first: bool = False) -> None:
+        """Queue `item` (`first`: at the head of its request's queue: the rest of a job that
+        yielded its judge). A group (or request) that had nothing queued goes to the front: the
         order is least recently served first, and a newcomer has not been served at all."""
         requests = self._groups.get(group)
         if requests is None:
@@ -112,15 +113,18 @@ class FairQueue(Generic[T]):
         if items is None:
             items = requests[request] = collections.deque()
             requests.move_to_end(request, last=False)
-        items.append(item)
+        if first:
+            items.appendleft(item)
+        else:
+            items.append(item)
         self._size += 1
 
     def pop(self) -> T:
         return self.pop_with_group()[0]
 
-    def pop_with_group(self) -> tuple[T, Hashable]:
-        """The next item and its group: from the group with the least usage (the first in
-        turn among equals; IndexError when empty); its request and group go to the back."""
+    def pop_with_group(self) -> tuple[T, Hashable, Hashable]:
+        """The next item, its group and request: from the group with the least usage (the
+        first in turn among equals; IndexError when empty); its request and group go to the back."""
         if not self._size:
             raise IndexError("pop from an empty FairQueue")
         group = min(self._groups, key=self.usage)  # ties: the first, in turn
@@ -138,7 +142,7 @@ class FairQueue(Generic[T]):
             del self._groups[group]
             if group not in self._running:
                 self._used.pop(group, None)
-        return item, group
+        return item, group, request
 
     def drain(self) -> list[T]:
         """Remove and return every item (closing the pool)."""

@@ -26,6 +26,7 @@ and its item is retried on a fresh judge; after `max_attempts` the item is repor
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ log = logging.getLogger("sandbox.pool")
 DEADLINE_MARGIN_S = 30.0
 LOOKAHEAD_PER_WORKER = 4  # map() keeps this many jobs per worker submitted ahead of the consumer
 CLOSE_JOIN_S = 10.0
+SLICE_MIN_S = 1.0  # a per_test job yields its judge between tests after max(this, wall_s) seconds
 
 __all__ = ["DEADLINE_MARGIN_S", "Job", "Pool", "Worker", "WorkerError", "default_workers"]
 
@@ -79,7 +81,8 @@ class Pool:
         self.judged = 0  # items graded by a judge (results set)
         self._cond = threading.Condition()
         self._start_lock = threading.Lock()
-        self._queue: fair.FairQueue[tuple[Job, Future[GradeResult]]] = fair.FairQueue()  # least-served client first
+        # least-served client first; an item is a job, its future, and what earlier slices of it graded
+        self._queue: fair.FairQueue[tuple[Job, Future[GradeResult], GradeResult | None]] = fair.FairQueue()
         self._running: dict[Future[GradeResult], Worker] = {}
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -148,7 +151,7 @@ class Pool:
         with self._start_lock:
             with self._cond:
                 self._closing = True
-                queued = [future for _, future in self._queue.drain()]
+                queued = [future for _, future, _ in self._queue.drain()]
                 running = list(self._running)
                 self._cond.notify_all()
             for future in queued + running:
@@ -175,9 +178,9 @@ class Pool:
             if self._closing:
                 raise RuntimeError("the pool is closed")
             if ticket is None:
-                self._queue.put((job, future))
+                self._queue.put((job, future, None))
             else:
-                self._queue.put((job, future), ticket.group, ticket.request)
+                self._queue.put((job, future, None), ticket.group, ticket.request)
             self._cond.notify()
         if ticket is not None:
             ticket.track(future)
@@ -232,7 +235,7 @@ class Pool:
                     self._cond.wait()
                 if self._closing:
                     return
-                (job, future), group = self._queue.pop_with_group()
+                (job, future, before), group, request = self._queue.pop_with_group()
                 if future.done():  # cancelled while queued
                     continue
                 self._running[future] = worker
@@ -246,9 +249,17 @@ class Pool:
                     self._queue.end(token)
                 _settle(future, exc)
                 continue
+            rest = _rest(job, result)
+            if result is not None and before is not None:
+                result = _joined(before, result, job.problem)
             with self._cond:
                 self._running.pop(future, None)
                 self._queue.end(token)
+                if rest is not None and result is not None and not self._closing:
+                    # its slice is over: the rest waits for its client's next turn (first in its request)
+                    self._queue.put((rest, future, result), group, request, first=True)
+                    self._cond.notify()
+                    continue
                 if result is not None:
                     self.judged += 1
             if result is not None:
@@ -259,6 +270,8 @@ class Pool:
         problem = job.problem
         request = {"id": job.index, "problem": problem.to_dict(), "code": job.code, "granularity": job.granularity,
                    "details": job.details}
+        if job.granularity == "per_test":  # tests are independent forks: the judge may stop between them
+            request["slice_s"] = max(SLICE_MIN_S, problem.limits.wall_s)
         timeout = problem.limits.solution_s + problem.limits.wall_s * 2 + DEADLINE_MARGIN_S
         errors = []
         for attempt in range(1, self.max_attempts + 1):
@@ -275,7 +288,8 @@ class Pool:
                     self.restarts += 1
                 continue
             tests = tuple(TestResult.from_dict(t) for t in response["tests"])
-            if len(tests) != len(problem.tests):
+            n = len(problem.tests)
+            if not (1 <= len(tests) < n if response.get("yielded") else len(tests) == n):
                 errors.append(f"the judge returned {len(tests)} verdicts for {len(problem.tests)} tests")
                 worker.stop()
                 continue
@@ -293,6 +307,32 @@ class Pool:
         return GradeResult.uniform(
             problem.task_id, len(problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, reason, attempts=self.max_attempts
         )
+
+
+def _rest(job: Job, result: GradeResult | None) -> Job | None:
+    """What is left of `job` after a result that covers only its first tests (the judge's time
+    slice ended): the remaining tests, with what remains of the solution's overall time."""
+    if result is None or result.total >= len(job.problem.tests):
+        return None
+    limits = job.problem.limits
+    left = max(0.001, limits.solution_s - result.time_s)
+    problem = dataclasses.replace(job.problem, tests=job.problem.tests[result.total:],
+                                  limits=dataclasses.replace(limits, solution_s=left))
+    return dataclasses.replace(job, problem=problem)
+
+
+def _joined(before: GradeResult, after: GradeResult, problem: Problem) -> GradeResult:
+    """Two slices of one solution's grading as one result."""
+    cap = problem.limits.output_kb * 1024
+    return dataclasses.replace(
+        after,
+        tests=before.tests + after.tests,
+        stdout=(before.stdout + after.stdout)[:cap],
+        stderr=(before.stderr + after.stderr)[:cap],
+        time_s=before.time_s + after.time_s,
+        attempts=max(before.attempts, after.attempts),
+        info={**after.info, "slices": int(before.info.get("slices", 1)) + 1},
+    )
 
 
 def _settle(future: Future[GradeResult], outcome: GradeResult | BaseException) -> None:

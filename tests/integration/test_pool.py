@@ -201,3 +201,40 @@ def test_concurrent_submit_from_threads(backend: str) -> None:
             t.join(300)
         assert pool.restarts == 0
     assert outcomes == {k: [0.0 if (j + k) % 3 == 0 else 1.0 for j in range(6)] for k in range(8)}
+
+
+SLOW = Problem(  # ten tests of 0.4 s each: one solution takes ~4 s, over its 1 s time slice
+    task_id="slow",
+    prompt="",
+    entry_point="square",
+    tests=tuple(Test("function", f"assert candidate({i}) == {i * i}") for i in range(10)),
+    limits=Limits(cpu_s=2, wall_s=1, solution_s=60),
+)
+
+
+def test_a_long_solution_yields_its_judge_between_tests_and_comes_back_whole(backend: str) -> None:
+    wrong_on_7 = "import time\ndef square(x):\n    time.sleep(0.4)\n    return x * x + (x == 7)\n"
+    with Pool(backend, workers=1) as pool:
+        result = pool.submit(Job(0, SLOW, wrong_on_7, "per_test")).result(timeout=60)
+    assert [t.verdict for t in result.tests] == [Verdict.PASSED] * 7 + [Verdict.WRONG_ANSWER] + [Verdict.PASSED] * 2
+    assert result.info["slices"] >= 3, result.info  # ~4 s of tests in slices of ~1 s
+    assert 3.5 < result.time_s < 15
+
+
+def test_a_flood_of_long_solutions_delays_a_newcomer_by_about_one_slice(backend: str) -> None:
+    """One client fills both judges with solutions that take 4 s each; another client's quick
+    solution, submitted after, is graded within about one time slice (1 s) plus one test."""
+    from sandbox.fair import Ticket
+
+    flood = "import time\ndef square(x):\n    time.sleep(0.4)\n    return x * x\n"
+    with Pool(backend, workers=2) as pool:
+        with Ticket(group="flood").active():
+            floods = [pool.submit(Job(i, SLOW, flood, "per_test")) for i in range(6)]
+        time.sleep(1.5)  # both judges are inside a flood solution now
+        started = time.monotonic()
+        with Ticket(group="newcomer").active():
+            quick = pool.submit(Job(100, SQUARE, solution(0.0), "per_test"))
+        assert quick.result(timeout=60).pass_rate == 1.0
+        waited = time.monotonic() - started
+        assert all(f.result(timeout=120).pass_rate == 1.0 for f in floods)
+    assert waited < 2.5, f"the newcomer waited {waited:.1f} s behind the flood (a flood solution takes ~4 s)"

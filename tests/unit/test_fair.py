@@ -78,7 +78,7 @@ def test_the_client_that_used_the_least_judge_time_goes_first() -> None:
         queue.put(f"loop{i}", group="hostile")
     looping = []
     for expected in ("loop0", "loop1"):  # alone, it takes both judges; each runs for 60 s
-        item, group = queue.pop_with_group()
+        item, group, _ = queue.pop_with_group()
         assert (item, group) == (expected, "hostile")
         looping.append(queue.begin(group))
     clock.now = 1.0
@@ -87,7 +87,7 @@ def test_the_client_that_used_the_least_judge_time_goes_first() -> None:
     assert queue.usage("honest") == queue.usage("hostile") == 2.0  # level on arrival, no credit
     served = []
     for _ in range(5):  # then the hostile client's usage grows twice as fast: every quick job goes first
-        item, group = queue.pop_with_group()
+        item, group, _ = queue.pop_with_group()
         token = queue.begin(group)
         clock.now += 0.01
         queue.end(token)
@@ -107,7 +107,7 @@ def test_a_client_back_from_idling_gets_no_credit_for_it() -> None:
     queue: FairQueue[str] = FairQueue(clock)
     queue.put("a0", group="a")
     queue.put("a1", group="a")
-    item, group = queue.pop_with_group()
+    item, group, _ = queue.pop_with_group()
     token = queue.begin(group)
     clock.now = 100.0
     queue.end(token)  # a used 100 s while b was away
