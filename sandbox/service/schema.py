@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..problem import BackendName, Extraction, GradeResult, Granularity, Limits, VerdictName
+from ..judge.verdicts import VerdictName
+from ..problem import BackendName, Extraction, GradeResult, Granularity, Limits
 
 _Positive = Annotated[float, Field(gt=0, strict=True)]  # strict: a JSON number, never a bool or a string
 
@@ -182,15 +183,18 @@ def describe_routes(schema: dict[str, Any]) -> dict[str, Any]:
     body cap holds while streaming, before anything is parsed), so FastAPI knows nothing of them."""
     from pydantic.json_schema import models_json_schema
 
-    request = (GradeRequest, "validation")
-    grade, health, error = ((model, "serialization") for model in (GradeResponse, HealthResponse, ErrorResponse))
+    Key = tuple[type[BaseModel], Literal["validation", "serialization"]]
+    request: Key = (GradeRequest, "validation")
+    grade: Key = (GradeResponse, "serialization")
+    health: Key = (HealthResponse, "serialization")
+    error: Key = (ErrorResponse, "serialization")
     refs, top = models_json_schema([request, grade, health, error], ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model_schema in top.get("$defs", {}).items():
         if components.setdefault(name, model_schema) != model_schema:
             raise RuntimeError(f"two different schemas named {name!r} in /openapi.json")
 
-    def answer(description: str, model: Any) -> dict[str, Any]:
+    def answer(description: str, model: Key) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": refs[model]}}}
 
     def errors(*codes: int) -> dict[str, Any]:
