@@ -3,13 +3,17 @@
 
 The server does not parse /grade bodies with these models: it reads the body itself (capped while
 streaming, before anything is parsed) and checks it by hand in `requests.py`. The models state the
-same contract, and tests/integration/test_service_api.py holds them to it: every body the server
-refuses with 400 the model refuses, naming the same field, and every response row of a live server
-validates. Row-level content is the one place the server is more lenient than the model: a
-completions row that is not a `CompletionRow` (a number, a `code` that is not a string, ...) is
-answered with an error row for that row alone, never with a 400 (one bad row never sinks a batch),
-while the model refuses it before sending. Choice fields import their lists from
-`sandbox.problem`, where every choice list of the sandbox is defined.
+same contract, and tests/integration/test_service_api.py holds them to it: a body of the wrong shape
+(a field of the wrong type, an unknown choice or limit, task_ids not one per completion) is refused
+by both, the server with 400 and the model with a ValidationError, each naming the field; every
+response row of a live server validates. Where they differ: what only the server knows is checked
+only there (problems that do not load, a limit above its own, a row's task_id that differs from its
+problem's: 400); an empty `completions` list is answered with no results before anything else is
+checked; and a completions row that is not a `CompletionRow` (a number, a `code` that is not a
+string, ...) gets an error row of its own from the server, never a 400 (one bad row never sinks a
+batch), while the model refuses it before sending. Choice fields import their lists from
+`sandbox.problem`, where every choice list of the sandbox is defined (the verdicts from the judge's
+`sandbox.judge.verdicts`, which it re-exports).
 """
 
 from __future__ import annotations

@@ -198,6 +198,20 @@ def test_bad_row_is_an_error_row_on_the_server_and_refused_by_the_model(url) -> 
         GradeRequest.model_validate(body)
 
 
+def test_what_only_the_server_can_check(url) -> None:
+    """A limit above the server's own and problems that do not load are well-formed for the model
+    (it cannot know them) and refused by the server, naming what to fix."""
+    import httpx
+
+    from sandbox.service.schema import GradeRequest
+
+    for body, named in [({"completions": [ROW], "limits": {"cpu_s": 100}}, "limits.cpu_s"),
+                        ({"completions": [ROW], "problems": [{"task_id": "x", "tests": "nope"}]}, "could not be loaded")]:
+        GradeRequest.model_validate(body)
+        answer = httpx.post(f"{url}/grade", json=body, timeout=30)
+        assert answer.status_code == 400 and named in answer.json()["error"], answer.text
+
+
 def test_typed_client_round_trip(url, rows) -> None:
     from pydantic import ValidationError
 
