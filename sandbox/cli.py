@@ -25,7 +25,25 @@ import click
 
 from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
 from .datasets import TEST_SETS
-from .problem import BackendChoice, ExecutorKind, Extraction, GradeResult, Granularity, Limits, Verdict
+from .problem import (
+    CPU_S,
+    CPUS_PER_JOB,
+    JOBS,
+    MAX_TESTS,
+    MEMORY_MB,
+    MIN_TESTS,
+    SLURM_MINUTES,
+    TOLERANCE,
+    WALL_S,
+    WORKERS,
+    BackendChoice,
+    ExecutorKind,
+    Extraction,
+    GradeResult,
+    Granularity,
+    Limits,
+    Verdict,
+)
 from .rundir import read_jsonl, write_atomic
 
 BACKEND_CHOICES = list(get_args(BackendChoice))
@@ -91,17 +109,17 @@ def resolve_backend(name: str) -> Any:
 
 backend_option = click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
                               help="Isolation: auto picks apptainer, then bubblewrap, then process (see `sandbox doctor`).")
-workers_option = click.option("--workers", type=IntIn(1, 1024, 4), default=None,
+workers_option = click.option("--workers", type=IntIn.of(WORKERS), default=None,
                               help="Warm judges to run (default: one per CPU).")
 
 
 def limit_options(role: str) -> Any:
     """--cpu/--memory/--wall: per-test limits (Limits). `role` ends each help text."""
     return options(
-        click.option("--cpu", type=FloatIn(0.1, 3600, 2), default=None, help=f"CPU seconds per test (default 1){role}."),
-        click.option("--memory", type=IntIn(64, 262144, 2048), default=None,
+        click.option("--cpu", type=FloatIn.of(CPU_S), default=None, help=f"CPU seconds per test (default 1){role}."),
+        click.option("--memory", type=IntIn.of(MEMORY_MB), default=None,
                      help=f"Memory (address space) per test in MiB (default 1024){role}."),
-        click.option("--wall", type=FloatIn(0.5, 3600, 5), default=None,
+        click.option("--wall", type=FloatIn.of(WALL_S), default=None,
                      help=f"Wall seconds per test (default 3, and at least --cpu + 2){role}."),
     )
 
@@ -138,29 +156,29 @@ def main() -> None:
               help="A dataset adapter of your own, as module:Class (registered, then used as --format).")
 @click.option("--stdio-mode", type=click.Choice(["tokens", "lines", "exact"]), default=None,
               help="stdin/stdout problems: compare outputs by tokens (default), lines or exactly, for the whole run.")
-@click.option("--abs-tol", type=FloatIn(0, 1e9, 1e-6), default=None,
+@click.option("--abs-tol", type=FloatIn.of(TOLERANCE), default=None,
               help="stdin/stdout problems: numbers within this absolute tolerance are equal.")
-@click.option("--rel-tol", type=FloatIn(0, 1e9, 1e-6), default=None,
+@click.option("--rel-tol", type=FloatIn.of(TOLERANCE), default=None,
               help="stdin/stdout problems: numbers within this relative tolerance are equal.")
 @click.option("--details/--no-details", default=False, show_default=True,
               help="Describe each failed test (call, value returned, value expected; stdio: first difference). "
                    "Off by default: online RL must not see expected values.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the batch summary (pass rates, pass@k, verdict counts, tests/s) as JSON here.")
-@click.option("--max-tests", type=IntIn(1, 1_000_000, 100), default=None,
+@click.option("--max-tests", type=IntIn.of(MAX_TESTS), default=None,
               help="Keep the first N tests of each problem (paper: 100).")
-@click.option("--min-tests", type=IntIn(0, 1_000_000, 20), default=None, help="Drop problems with fewer tests (paper: 20).")
+@click.option("--min-tests", type=IntIn.of(MIN_TESTS), default=None, help="Drop problems with fewer tests (paper: 20).")
 @limit_options("")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--executor", type=click.Choice(get_args(ExecutorKind)), default=None,
               help="Grade in shards as submitit jobs: slurm (one job array) or local (processes here). "
                    "Default: grade in this process.")
-@click.option("--jobs", type=IntIn(1, 100_000, 16), default=4, show_default=True,
+@click.option("--jobs", type=IntIn.of(JOBS), default=4, show_default=True,
               help="With --executor: number of shards (one job each).")
-@click.option("--cpus-per-job", type=IntIn(1, 1024, 8), default=1, show_default=True,
+@click.option("--cpus-per-job", type=IntIn.of(CPUS_PER_JOB), default=1, show_default=True,
               help="With --executor: CPUs per job, one warm judge per CPU.")
 @click.option("--partition", default=None, help="With --executor slurm: the SLURM partition (default: the cluster's default).")
-@click.option("--time", "time_min", type=FloatIn(0, 525_600, 60, low_open=True), default=60, show_default=True,
+@click.option("--time", "time_min", type=FloatIn.of(SLURM_MINUTES), default=60, show_default=True,
               help="With --executor: time limit per job, in minutes.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="With --executor: the run directory (default OUTPUT.shards); rerun to resume.")
@@ -488,9 +506,9 @@ def _sbatch_items(ctx: click.Context, param: click.Parameter, value: tuple[str, 
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--slurm", is_flag=True, help="Run the server as a SLURM job (submitit) and wait for its address file.")
 @click.option("--partition", default=None, help="--slurm: partition (default: the cluster's default).")
-@click.option("--time", "time_min", type=IntIn(1, 525_600, 1440), default=1440, show_default=True,
+@click.option("--time", "time_min", type=IntIn.of(SLURM_MINUTES), default=1440, show_default=True,
               help="--slurm: time limit in minutes.")
-@click.option("--cpus", type=IntIn(1, 1024, 16), default=1, show_default=True,
+@click.option("--cpus", type=IntIn.of(CPUS_PER_JOB), default=1, show_default=True,
               help="--slurm: CPUs for the job (also the default --workers).")
 @click.option("--mem", default=None, callback=_memory_size, help="--slurm: memory, e.g. 8G.")
 @click.option("--job-name", default="sandbox-serve", show_default=True, help="--slurm: job name.")

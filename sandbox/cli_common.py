@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import click
 
+from .problem import Range
+
 EXIT_OK = 0
 EXIT_INVALID_ROWS = 1
 EXIT_FAILED = 1
@@ -66,19 +68,33 @@ class _WithExample(click.ParamType):
 
 
 class IntIn(_WithExample, click.IntRange):
-    """An integer in [low, high]; `example` is a valid value shown in the error."""
+    """An integer in [low, high] (or (low, high] with low_open); `example` is a valid value shown in the error."""
 
-    def __init__(self, low: int, high: int, example: int) -> None:
-        click.IntRange.__init__(self, low, high)
+    def __init__(self, low: int, high: int, example: int, *, low_open: bool = False, high_open: bool = False) -> None:
+        click.IntRange.__init__(self, low, high, min_open=low_open, max_open=high_open)
         self.example = str(example)
+
+    @classmethod
+    def of(cls, bounds: Range) -> IntIn:
+        """The option type of a range of the shared table (sandbox.problem: CPU_S, MEMORY_MB, ...)."""
+        numbers = (bounds.low, bounds.high, bounds.example)
+        if any(n != int(n) for n in numbers):
+            raise ValueError(f"{bounds} is not a range of integers")
+        return cls(*(int(n) for n in numbers), low_open=bounds.low_open, high_open=bounds.high_open)
 
 
 class FloatIn(_WithExample, click.FloatRange):
     """A number in [low, high] (or (low, high] with low_open); `example` is shown in the error."""
 
-    def __init__(self, low: float, high: float, example: float, *, low_open: bool = False) -> None:
-        click.FloatRange.__init__(self, low, high, min_open=low_open)
+    def __init__(self, low: float, high: float, example: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+        click.FloatRange.__init__(self, low, high, min_open=low_open, max_open=high_open)
         self.example = str(example)
+
+    @classmethod
+    def of(cls, bounds: Range) -> FloatIn:
+        """The option type of a range of the shared table (sandbox.problem: CPU_S, MEMORY_MB, ...)."""
+        return cls(bounds.low, bounds.high, bounds.example, low_open=bounds.low_open, high_open=bounds.high_open)
 
 
 class InputError(click.ClickException):

@@ -4,10 +4,14 @@ A shared pool (`sandbox serve`, a reward function called from several threads) t
 many requests at once. With one FIFO queue, a client that floods it with solutions that loop until
 their time limit holds every judge while a small request from someone else waits behind the whole
 flood. The pool's queue is therefore a `FairQueue`: items are kept per *group* (a client) and,
-inside a group, per *request*; judges take the next item from the next group in turn, and inside
-a group from the next request in turn; a group or request that had nothing queued goes first. A
-newcomer's first item then waits only for the first worker to become free, however much the
-others have queued.
+inside a group, per *request*. A free judge takes its next item from the group that has used
+the least judge time so far (its finished jobs plus the time its running ones have run), and
+inside a group from the next request in turn; a group or request that had nothing queued goes
+first. Counting time, not turns, matters: a client whose solutions loop until their 60 s limit
+would otherwise get one judge in eight for every turn and hold them all, while honest solutions
+take milliseconds. A group that comes back after idling starts level with the least-served
+active group (no credit for the time it was away). Jobs are not preempted: a looping job that
+started keeps its judge until its own limit.
 
 A `Ticket` names the group and request of the work submitted while it is active (a context
 variable, so it follows the thread that grades a request) and lets the service cancel all of that
@@ -29,7 +33,8 @@ import contextlib
 import contextvars
 import itertools
 import threading
-from collections.abc import Hashable, Iterator
+import time
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
@@ -44,13 +49,50 @@ class _Requests(collections.OrderedDict[Hashable, collections.deque[T]]):
 
 
 class FairQueue(Generic[T]):
-    """Round robin over groups, then over the requests of a group; FIFO within a request;
-    a newcomer first.
+    """Least judge time first over groups, round robin over the requests of a group, FIFO
+    within a request; a newcomer first. `pop_with_group` says whose item it is, and the pool
+    reports what it runs with `begin` and `end`.
     Not thread-safe by itself: the pool calls it under its own lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._groups: collections.OrderedDict[Hashable, _Requests[T]] = collections.OrderedDict()
         self._size = 0
+        self._clock = clock
+        self._used: dict[Hashable, float] = {}  # judge seconds of finished jobs, per active group
+        self._running: dict[Hashable, list[float]] = {}  # start times of running jobs, per group
+        self._tokens = itertools.count()
+        self._started: dict[int, tuple[Hashable, float]] = {}
+
+    def usage(self, group: Hashable) -> float:
+        """Judge seconds `group` has used while active: finished jobs and running ones so far."""
+        now = self._clock()
+        return self._used.get(group, 0.0) + sum(now - t for t in self._running.get(group, ()))
+
+    def begin(self, group: Hashable) -> int:
+        """A job of `group` starts on a judge; pass the token to `end` when it stops."""
+        token = next(self._tokens)
+        start = self._clock()
+        self._started[token] = (group, start)
+        self._running.setdefault(group, []).append(start)
+        return token
+
+    def end(self, token: int) -> None:
+        group, start = self._started.pop(token)
+        starts = self._running[group]
+        starts.remove(start)
+        if not starts:
+            del self._running[group]
+        self._used[group] = self._used.get(group, 0.0) + (self._clock() - start)
+        if group not in self._groups and group not in self._running:
+            del self._used[group]  # idle now: it comes back level with the others (bounded memory)
+
+    def _level(self, group: Hashable) -> None:
+        """A group becoming active starts at the least usage of the active ones, never below
+        its own: neither credit for idling nor a head start over those already waiting."""
+        if group in self._running:
+            return
+        others = [self.usage(g) for g in {*self._groups, *self._running} if g != group]
+        self._used[group] = max(self._used.get(group, 0.0), min(others, default=0.0))
 
     def __len__(self) -> int:
         return self._size
@@ -63,6 +105,7 @@ class FairQueue(Generic[T]):
         order is least recently served first, and a newcomer has not been served at all."""
         requests = self._groups.get(group)
         if requests is None:
+            self._level(group)
             requests = self._groups[group] = _Requests()
             self._groups.move_to_end(group, last=False)
         items = requests.get(request)
@@ -73,10 +116,15 @@ class FairQueue(Generic[T]):
         self._size += 1
 
     def pop(self) -> T:
-        """The next item in turn (IndexError when empty); its request and group go to the back."""
+        return self.pop_with_group()[0]
+
+    def pop_with_group(self) -> tuple[T, Hashable]:
+        """The next item and its group: from the group with the least usage (the first in
+        turn among equals; IndexError when empty); its request and group go to the back."""
         if not self._size:
             raise IndexError("pop from an empty FairQueue")
-        group, requests = next(iter(self._groups.items()))
+        group = min(self._groups, key=self.usage)  # ties: the first, in turn
+        requests = self._groups[group]
         request, items = next(iter(requests.items()))
         item = items.popleft()
         self._size -= 1
@@ -88,7 +136,9 @@ class FairQueue(Generic[T]):
             self._groups.move_to_end(group)
         else:
             del self._groups[group]
-        return item
+            if group not in self._running:
+                self._used.pop(group, None)
+        return item, group
 
     def drain(self) -> list[T]:
         """Remove and return every item (closing the pool)."""

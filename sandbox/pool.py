@@ -79,7 +79,7 @@ class Pool:
         self.judged = 0  # items graded by a judge (results set)
         self._cond = threading.Condition()
         self._start_lock = threading.Lock()
-        self._queue: fair.FairQueue[tuple[Job, Future[GradeResult]]] = fair.FairQueue()  # round robin over clients and requests
+        self._queue: fair.FairQueue[tuple[Job, Future[GradeResult]]] = fair.FairQueue()  # least-served client first
         self._running: dict[Future[GradeResult], Worker] = {}
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -232,20 +232,23 @@ class Pool:
                     self._cond.wait()
                 if self._closing:
                     return
-                job, future = self._queue.pop()
+                (job, future), group = self._queue.pop_with_group()
                 if future.done():  # cancelled while queued
                     continue
                 self._running[future] = worker
+                token = self._queue.begin(group)  # its client is charged the judge time it takes
             try:
                 result = self._run(worker, job, future)
             except BaseException as exc:  # a bug of ours: surface it to the caller, don't hang
                 log.exception("grading %s failed", job.problem.task_id)
                 with self._cond:
                     self._running.pop(future, None)
+                    self._queue.end(token)
                 _settle(future, exc)
                 continue
             with self._cond:
                 self._running.pop(future, None)
+                self._queue.end(token)
                 if result is not None:
                     self.judged += 1
             if result is not None:

@@ -40,6 +40,48 @@ class Verdict(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts, with a valid example for error messages. One table of these
+    (below) is read by `sandbox`'s options (cli_common.IntIn/FloatIn) and by qrpo's pipeline config, so a
+    limit has one range wherever it is set. Bounds are inclusive unless open."""
+
+    low: float
+    high: float
+    example: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def text(self) -> str:
+        """As click writes a range: `0.1<=x<=3600`."""
+        return f"{self.low}{'<' if self.low_open else '<='}x{'<' if self.high_open else '<='}{self.high}"
+
+
+# The range of each limit and grading option: `sandbox grade/serve` options, qrpo's `sandbox` and `data`
+# config keys. A lower bound is what still works (a Python process cannot start in less than ~64 MiB of
+# address space), an upper bound what is surely a typo (more than an hour per test, 256 GiB, a year of SLURM
+# time). `sandbox.api` callers building `Limits` themselves are not checked against it.
+CPU_S = Range(0.1, 3600, 2)  # CPU seconds per test (Limits.cpu_s; --cpu, sandbox.cpu_s)
+WALL_S = Range(0.5, 3600, 5)  # wall seconds per test (Limits.wall_s; --wall, sandbox.wall_s)
+MEMORY_MB = Range(64, 262_144, 2048)  # MiB of address space per test (Limits.memory_mb; --memory, sandbox.memory_mb)
+SOLUTION_S = Range(1, 86_400, 60)  # seconds for all tests of one solution (Limits.solution_s; sandbox.solution_s)
+WORKERS = Range(1, 1024, 4)  # warm judges of a local pool (--workers, sandbox.workers)
+JOBS = Range(1, 100_000, 16)  # shards, one SLURM array task each (--jobs, sandbox.jobs, generate.jobs)
+# CPUs of one job or process (--cpus-per-job, serve --cpus, sandbox.cpus_per_job, slurm.*.cpus_per_task, cpu_threads)
+CPUS_PER_JOB = Range(1, 1024, 8)
+SLURM_MINUTES = Range(0, 525_600, 60, low_open=True)  # a job's time limit: up to a year (--time, *.time_min)
+MAX_TESTS = Range(1, 1_000_000, 100)  # the first N tests of each problem (--max-tests, data.max_tests)
+MIN_TESTS = Range(0, 1_000_000, 20)  # problems with fewer tests are dropped (--min-tests, data.min_tests)
+TOLERANCE = Range(0, 1e9, 1e-6)  # stdio numbers within this absolute or relative tolerance are equal (--abs-tol, --rel-tol)
+
+
+@dataclass(frozen=True)
 class Limits:
     """Per-test resource limits. Defaults are the paper's (1 s, 1 GiB)."""
 

@@ -515,7 +515,10 @@ def _select_tests(problem: Problem, tests: str) -> Problem:
     info = problem.metadata.get("evalplus")
     if tests == "plus" or not isinstance(info, dict) or not info.get("base"):
         return problem
-    metadata = {**problem.metadata, "evalplus": {**info, "plus": 0}}
+    trimmed = {**info, "plus": 0}
+    if isinstance(info.get("inputs"), str):  # expected outputs are computed for the base inputs alone
+        trimmed["inputs"] = json.dumps(json.loads(info["inputs"])[: info["base"]])
+    metadata = {**problem.metadata, "evalplus": trimmed}
     return dataclasses.replace(problem, tests=problem.tests[: info["base"]], metadata=metadata)
 
 

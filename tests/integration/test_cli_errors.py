@@ -14,12 +14,12 @@ from typing import Any
 
 import click
 import pytest
-from pydantic import BaseModel
 
 from qrpo.cli import main as qrpo_main
-from qrpo.pipeline.config import PipelineConfig
+from qrpo.pipeline.config import numeric_keys
 from sandbox.cli import main as sandbox_main
 from sandbox.cli_common import FloatIn, IntIn
+from sandbox.problem import Range
 
 from ..conftest import REPO
 
@@ -102,24 +102,25 @@ def sandbox_cases(tmp: Path) -> list[tuple[str, list[str], dict[str, str], str]]
     return cases + [("sandbox.cli", args, env, named) for args, env, named in flags]
 
 
-def positive_config_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, bool]]:
-    """(dotted key, is an integer) of every numeric config field that must be > 0."""
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys += positive_config_keys(annotation, f"{prefix}{name}.")
-        elif "Gt(gt=0)" in repr(annotation) or any(type(m).__name__ == "Gt" for m in field.metadata):
-            keys.append((f"{prefix}{name}", "int" in repr(annotation)))
-    return keys
+def out_of_range(kind: type, bounds: Range) -> list[str]:
+    """A config value just below a key's range and one just above it (as --set writes them)."""
+    low = bounds.low if bounds.low_open else bounds.low - (1 if kind is int else min(1, bounds.low / 2 or 1))
+    high = bounds.high if bounds.high_open else bounds.high + (1 if kind is int else bounds.high / 1000)
+    return [str(kind(low)), str(kind(high))]
 
 
-def qrpo_cases() -> list[tuple[str, list[str], dict[str, str], str]]:
+def qrpo_cases(tmp: Path) -> list[tuple[str, list[str], dict[str, str], str]]:
+    """Every numeric config key below and above its range. `--plan` and a scratch output directory: a value
+    that is wrongly accepted prints a plan and exits 0 (the test fails) instead of starting the pipeline."""
     cases = []
-    for i, (key, is_int) in enumerate(positive_config_keys(PipelineConfig)):
-        cases.append(("qrpo.cli", ["run", "--set", f"{key}=0"], {}, key))
-        if is_int and i % 4 == 0:  # a sample: pydantic checks every field's type the same way
-            cases.append(("qrpo.cli", ["run", "--set", f"{key}=many"], {}, key))
+    guard = ["--plan", "--output-dir", str(tmp / "qrpo-out")]
+    for i, (key, (kind, bounds)) in enumerate(numeric_keys().items()):
+        assert bounds is not None, f"config key {key} has no range"
+        for value in out_of_range(kind, bounds):
+            named = f"'{key}' is {value}, not in the range {bounds.text()}; for example --set {key}={bounds.example}"
+            cases.append(("qrpo.cli", ["run", "--set", f"{key}={value}", *guard], {}, named))
+        if kind is int and i % 4 == 0:  # a sample: pydantic checks every field's type the same way
+            cases.append(("qrpo.cli", ["run", "--set", f"{key}=many", *guard], {}, f"'{key}' must be an integer"))
     for args, named in [
         (["run", "--executor", "docker"], "--executor"),
         (["run", "--force", "grading"], "--force"),
@@ -135,8 +136,8 @@ def qrpo_cases() -> list[tuple[str, list[str], dict[str, str], str]]:
 
 
 def test_bad_values_and_flags_exit_2_with_one_line_and_no_traceback(tmp_path):
-    cases = sandbox_cases(tmp_path) + qrpo_cases()
-    assert len(cases) > 120
+    cases = sandbox_cases(tmp_path) + qrpo_cases(tmp_path)
+    assert len(cases) > 200
     with ThreadPoolExecutor(4) as pool:
         procs = list(pool.map(lambda case: run(case[0], case[1], case[2]), cases))
     failures = []
@@ -147,7 +148,7 @@ def test_bad_values_and_flags_exit_2_with_one_line_and_no_traceback(tmp_path):
         if not ok or "Traceback" in output:
             failures.append(f"{module} {' '.join(args)} -> exit {proc.returncode}: {output[-400:]!r}")
     assert failures == [], "\n".join(failures)
-    assert not (tmp_path / "out").exists()  # nothing was graded
+    assert not (tmp_path / "out").exists() and not (tmp_path / "qrpo-out").exists()  # nothing was graded or run
 
 
 def test_a_range_error_names_a_valid_value():

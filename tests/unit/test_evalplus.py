@@ -91,6 +91,8 @@ def test_humaneval_plus_loads_with_base_and_plus_tests():
     assert "expected outputs" in problem.test_setup  # not computed yet: the judge would report sandbox_error
     base = load_problems(HEP, tests="base")["HumanEval/0"]
     assert len(base.tests) == info["base"]
+    # expected outputs are computed for the base inputs alone (Mbpp/255's plus outputs are 336 MB)
+    assert json.loads(base.metadata["evalplus"]["inputs"]) == json.loads(info["inputs"])[: info["base"]]
     with pytest.raises(ValueError, match="tests must be one of"):
         load_problems(HEP, tests="extra")  # type: ignore[arg-type]
 

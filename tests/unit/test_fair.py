@@ -59,3 +59,61 @@ def test_ticket_cancels_tracked_and_later_futures() -> None:
     late: Future[int] = Future()
     ticket.track(late)
     assert late.cancelled() and ticket.unfinished == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_client_that_used_the_least_judge_time_goes_first() -> None:
+    """Turns are not time: a client whose jobs hold judges for a minute must not get a judge
+    every other turn while another client's jobs take milliseconds."""
+    clock = Clock()
+    queue: FairQueue[str] = FairQueue(clock)
+    for i in range(4):
+        queue.put(f"loop{i}", group="hostile")
+    looping = []
+    for expected in ("loop0", "loop1"):  # alone, it takes both judges; each runs for 60 s
+        item, group = queue.pop_with_group()
+        assert (item, group) == (expected, "hostile")
+        looping.append(queue.begin(group))
+    clock.now = 1.0
+    for i in range(5):
+        queue.put(f"quick{i}", group="honest")
+    assert queue.usage("honest") == queue.usage("hostile") == 2.0  # level on arrival, no credit
+    served = []
+    for _ in range(5):  # then the hostile client's usage grows twice as fast: every quick job goes first
+        item, group = queue.pop_with_group()
+        token = queue.begin(group)
+        clock.now += 0.01
+        queue.end(token)
+        served.append(item)
+    assert served == [f"quick{i}" for i in range(5)]
+    clock.now = 60.0
+    for token in looping:
+        queue.end(token)
+    queue.put("quick5", group="honest")
+    assert queue.pop() == "quick5"  # hostile: 2 + 2 x 59 s; honest: 2.05 s
+    assert queue.usage("hostile") == 120.0
+    assert queue.pop() == "loop2"  # with nothing else queued, the hostile client is served
+
+
+def test_a_client_back_from_idling_gets_no_credit_for_it() -> None:
+    clock = Clock()
+    queue: FairQueue[str] = FairQueue(clock)
+    queue.put("a0", group="a")
+    queue.put("a1", group="a")
+    item, group = queue.pop_with_group()
+    token = queue.begin(group)
+    clock.now = 100.0
+    queue.end(token)  # a used 100 s while b was away
+    queue.put("b0", group="b")
+    queue.put("b1", group="b")
+    # b comes back level with a (100 s), not at 0: first as a newcomer, then turns alternate
+    assert queue.usage("b") == 100.0
+    assert [queue.pop() for _ in range(3)] == ["b0", "a1", "b1"]
+    assert queue.usage("a") == 0.0  # idle again (nothing queued or running): forgotten, memory stays bounded

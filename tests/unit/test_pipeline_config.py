@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from qrpo.pipeline.config import ConfigError, bundled_configs, load_config
+from qrpo.pipeline.config import ConfigError, bundled_configs, load_config, numeric_keys
 from qrpo.pipeline.sweep import expand_sweep, run_spec_args
 
 
@@ -62,7 +64,9 @@ def test_wrong_types_and_choices_are_named(tmp_path):
     assert "'sandbox.backend'" in message and "apptainer" in message
     message = error_of("tiny-cpu", ["build.pairs=offpolicyrandom"])
     assert "offpolicy<K>random" in message
-    assert "between 0 and 1" in error_of("tiny-cpu", ["data.reporting_fraction=1.5"])
+    message = error_of("tiny-cpu", ["data.reporting_fraction=1.5"])
+    assert message == ("config key 'data.reporting_fraction' is 1.5, not in the range 0<x<1; "
+                       "for example --set data.reporting_fraction=0.5")
 
 
 def test_scientific_numbers_are_numbers(tmp_path):
@@ -113,3 +117,74 @@ def test_total_batch_size_must_divide():
         run_spec_args(config, run, "out")  # 12 is not a multiple of per_device_train_batch_size 8
     config = load_config("tiny-cpu", ["train.total_batch_size=32"])
     assert run_spec_args(config, run, "out")["gradient_accumulation_steps"] == 4
+
+
+def test_every_shipped_config_loads():
+    names = bundled_configs()
+    assert {"tiny-cpu", "learn-cpu", "leetcode-paper", "leetcode-paper-sft"} <= set(names)
+    for name in names:
+        assert load_config(name).name == name
+
+
+KEYS = numeric_keys()
+
+
+def test_every_numeric_key_has_a_range_with_an_example():
+    """A key added later as a bare int or float (or with gt=0 alone) fails here: it would accept 10**9."""
+    assert len(KEYS) > 50 and "sandbox.memory_mb" in KEYS and "slurm.train.mem_gb" in KEYS
+    assert [key for key, (_, bounds) in KEYS.items() if bounds is None] == []
+    for key, (kind, bounds) in KEYS.items():
+        assert bounds is not None and math.isfinite(bounds.high) and bounds.example in bounds, key
+        assert kind is float or all(float(n).is_integer() for n in (bounds.low, bounds.high, bounds.example)), key
+
+
+def outside(kind: type, bounds) -> list[str]:
+    """Values just below and just above the range (as --set writes them)."""
+    step = 1 if kind is int else bounds.high / 1000
+    low = bounds.low if bounds.low_open else bounds.low - (1 if kind is int else min(1, bounds.low / 2 or 1))
+    high = bounds.high if bounds.high_open else bounds.high + step
+    return [str(kind(low)), str(kind(high))]
+
+
+@pytest.mark.parametrize("key", sorted(KEYS))
+def test_a_value_outside_a_keys_range_is_refused_naming_the_key_range_and_an_example(key):
+    kind, bounds = KEYS[key]
+    assert bounds is not None
+    for value in outside(kind, bounds):
+        message = error_of("tiny-cpu", [f"{key}={value}"])
+        assert message == (f"config key '{key}' is {value}, not in the range {bounds.text()}; "
+                           f"for example --set {key}={bounds.example}")
+    inside = [bounds.example] + [b for b, open_ in ((bounds.low, bounds.low_open), (bounds.high, bounds.high_open))
+                                 if not open_]
+    for value in inside:
+        config = load_config("tiny-cpu", [f"{key}={kind(value)}"])
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == kind(value)
+
+
+def test_the_sandbox_limits_have_one_range_shared_with_the_sandbox_cli():
+    """sandbox.* and data.*_tests take their ranges from sandbox.problem, as `sandbox grade`'s options do."""
+    from sandbox import problem
+    from sandbox.cli import grade
+
+    options = {max(p.opts, key=len): p.type for p in grade.params}
+    for key, option, bounds in [("sandbox.cpu_s", "--cpu", problem.CPU_S), ("sandbox.wall_s", "--wall", problem.WALL_S),
+                                ("sandbox.memory_mb", "--memory", problem.MEMORY_MB),
+                                ("sandbox.workers", "--workers", problem.WORKERS), ("sandbox.jobs", "--jobs", problem.JOBS),
+                                ("sandbox.cpus_per_job", "--cpus-per-job", problem.CPUS_PER_JOB),
+                                ("sandbox.time_min", "--time", problem.SLURM_MINUTES),
+                                ("data.max_tests", "--max-tests", problem.MAX_TESTS),
+                                ("data.min_tests", "--min-tests", problem.MIN_TESTS)]:
+        assert KEYS[key][1] == bounds, key
+        kind = options[option]
+        assert (kind.min, kind.max, kind.min_open, kind.max_open, kind.example) == \
+               (bounds.low, bounds.high, bounds.low_open, bounds.high_open, str(bounds.example)), option
+
+
+def test_the_config_refuses_what_the_issue_found():
+    assert "64<=x<=262144" in error_of("tiny-cpu", ["sandbox.memory_mb=10"])
+    assert error_of("tiny-cpu", ["sandbox.cpu_s=1e9"]).startswith("config key 'sandbox.cpu_s' is 1e9, not in the range")
+    message = error_of("tiny-cpu", ["generate.num_samples=many"])
+    assert message.endswith("got str 'many'; for example --set generate.num_samples=50")
