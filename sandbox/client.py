@@ -12,6 +12,15 @@ meets a connection error, a timeout, 503 (busy) or another 5xx is retried with e
 backoff on the next server, up to `retries` times. A batch larger than a server admits (413)
 is split. Results come back as `GradeResult`s, one per completion, in input order.
 
+Typed: `grade_request` takes a `sandbox.service.schema.GradeRequest` (or a dict, validated
+against it before anything is sent) and returns a `GradeResponse`, batched, retried and split
+exactly as `grade`; `server_health` returns a `HealthResponse`. The same models describe /grade and
+/health in the server's /openapi.json.
+
+    from sandbox.service.schema import CompletionRow, GradeRequest
+    response = client.grade_request(GradeRequest(completions=[CompletionRow(task_id="two-sum", code=src)]))
+    response.results[0].pass_rate, response.to_results()   # ResultRow models, or GradeResults
+
 Uses httpx when it is installed, else urllib from the standard library.
 """
 
@@ -30,10 +39,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .problem import GradeResult, Problem
 from .rundir import dumps
+
+if TYPE_CHECKING:
+    from .service.schema import GradeRequest, GradeResponse, HealthResponse
 
 TOKEN_ENV = "SANDBOX_TOKEN"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}")
@@ -275,20 +287,73 @@ class SandboxClient:
         Problems), sent along with the batches that need them; or None to use the server's
         preloaded problems; or a list of task_ids, one per completion, with `completions` as
         the model's answers (strings). `completions`: rows {"task_id", "code" | "completion"}
-        (a row may also carry its own "problem"), or strings together with task_ids.
+        (a row may also carry its own "problem"; `CompletionRow` models too), or strings together
+        with task_ids.
         """
         rows, table = self._rows(problems_or_task_ids, completions)
+        options = {"granularity": granularity or self.granularity, "extract": extract or self.extract}
+        return [GradeResult.from_dict(row) for row in self._grade_rows(rows, table, options)]
+
+    def grade_request(self, request: GradeRequest | Mapping[str, Any]) -> GradeResponse:
+        """Grade one /grade body given as a `GradeRequest` (a dict is validated against it first:
+        pydantic's ValidationError names the field, and nothing is sent). Sent in batches of
+        `batch_size` like `grade`, the request's `problems` along with the batches that need them;
+        the answer is validated against `GradeResponse` (SandboxClientError if it does not match)."""
+        from pydantic import ValidationError
+
+        from .service.schema import GradeRequest, GradeResponse
+
+        if not isinstance(request, GradeRequest):
+            request = GradeRequest.model_validate(request)
+        body = request.body()
+        completions: list[Any] = body.pop("completions")
+        task_ids = body.pop("task_ids", None)
+        problems = body.pop("problems", None)
+        offset: int = body.pop("row_offset", 0)
+        table: dict[str, Problem] = {}
+        if problems:
+            from .api import as_problems
+
+            table = as_problems(problems)
+        if task_ids is not None:  # paired as the server pairs them: a row's own fields win
+            completions = [{"task_id": t, "completion": c} if isinstance(c, str) else {"task_id": t, **c}
+                           for t, c in zip(task_ids, completions)]
+        results = self._grade_rows(completions, table, body, offset)  # body: granularity, extract, limits, ...
+        try:
+            return GradeResponse.model_validate({"results": results})
+        except ValidationError as exc:
+            raise SandboxClientError(f"the server's answer does not match GradeResponse: {exc}") from None
+
+    def server_health(self, index: int = 0) -> HealthResponse:
+        """The /health of `self.servers[index]` as a `HealthResponse` (SandboxClientError when the
+        server cannot be reached, is down (503) or answers something else)."""
+        from pydantic import ValidationError
+
+        from .service.schema import HealthResponse
+
+        server = self.servers[index]
+        try:
+            answer = self._send(server, "GET", "/health")
+        except (_Retryable, _TooLarge) as exc:
+            raise SandboxClientError(f"{server.spec}: {exc}") from None
+        try:
+            return HealthResponse.model_validate(answer)
+        except ValidationError as exc:
+            raise SandboxClientError(f"{server.spec}: /health does not match HealthResponse: {exc}") from None
+
+    def _grade_rows(self, rows: list[Any], table: Mapping[str, Problem], options: dict[str, Any], offset: int = 0) -> list[Any]:
+        """The result dicts of `rows`, in order: batches of `batch_size`, `concurrency` at once."""
         if not rows:
             return []
-        options = {"granularity": granularity or self.granularity, "extract": extract or self.extract}
         starts = range(0, len(rows), self.batch_size)
         if len(starts) == 1 or self.concurrency == 1:
-            parts = [self._grade_batch(rows[i:i + self.batch_size], i, table, options) for i in starts]
+            parts = [self._grade_batch(rows[i:i + self.batch_size], offset + i, table, options) for i in starts]
         else:
             with ThreadPoolExecutor(
                 max_workers=min(self.concurrency, len(starts)), thread_name_prefix="sandbox-client"
             ) as executor:
-                parts = list(executor.map(lambda i: self._grade_batch(rows[i:i + self.batch_size], i, table, options), starts))
+                parts = list(executor.map(
+                    lambda i: self._grade_batch(rows[i:i + self.batch_size], offset + i, table, options), starts))
         return [result for part in parts for result in part]
 
     def _rows(self, problems_or_task_ids: Any, completions: Iterable[Any]) -> tuple[list[Any], dict[str, Problem]]:
@@ -311,8 +376,12 @@ class SandboxClient:
             from .api import as_problems
 
             table = as_problems(problems_or_task_ids)
+        from pydantic import BaseModel
+
         rows = []
         for row in completions:
+            if isinstance(row, BaseModel):  # a CompletionRow: fields left at None are absent
+                row = row.model_dump(mode="json", exclude_none=True)
             if isinstance(row, Mapping):
                 row = dict(row)
                 if isinstance(row.get("problem"), Problem):
@@ -322,7 +391,7 @@ class SandboxClient:
 
     def _grade_batch(
         self, rows: list[Any], offset: int, table: Mapping[str, Problem], options: dict[str, Any]
-    ) -> list[GradeResult]:
+    ) -> list[Any]:
         needed: dict[str, Problem] = {}
         for row in rows:
             task_id = row.get("task_id") if isinstance(row, Mapping) else None
@@ -349,7 +418,7 @@ class SandboxClient:
             raise SandboxClientError(
                 f"the server answered {len(results) if isinstance(results, list) else 'no'} results for {len(rows)} completions"
             )
-        return [GradeResult.from_dict(r) for r in results]
+        return results
 
 
 def _error_text(content: bytes) -> str:

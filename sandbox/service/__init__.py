@@ -24,6 +24,7 @@ futures (and cancels them if it fails).
 
     app.py       the FastAPI app: auth, admission, /health, /grade on one shared `sandbox.pool.Pool`
     requests.py  parsing a /grade body (problems, completions, options) into what `sandbox.api.grade` takes
+    schema.py    pydantic models of /grade and /health (GradeRequest, GradeResponse, HealthResponse), in /openapi.json
     address.py   the address file (host:port and token, mode 0600, atomic)
     run.py       `serve`, `BackgroundServer`, `submit_slurm`/`wait_for_address` (`serve --slurm`)
 """

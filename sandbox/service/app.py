@@ -198,6 +198,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
     from fastapi.responses import JSONResponse, Response
 
     from ..api import as_problems, grade
+    from .schema import describe_routes
 
     if max_pending < 1:
         raise ValueError(f"max_pending must be at least 1, got {max_pending}")
@@ -219,7 +220,6 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
     app.state.sandbox = state
     app.add_middleware(_Authenticate, token=state.token)
 
-    # Plain Starlette routes: the handler gets the Request as is (no parameter inference).
     async def health(request: Request) -> Any:
         body = state.health()
         return JSONResponse(body, status_code=200 if body["ok"] else 503)
@@ -239,7 +239,7 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
             return JSONResponse({"error": "the body must be a JSON object whose 'completions' is a list of rows "
                                           "{'task_id', 'code' | 'completion'} (or of strings, with 'task_ids')"}, status_code=400)
         offset = payload.get("row_offset", 0)
-        if not isinstance(offset, int) or offset < 0:
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             return JSONResponse({"error": f"'row_offset' must be a non-negative integer, got {offset!r}"}, status_code=400)
         inline = has_inline_problems(payload)
         if inline and not state.allow_inline_problems:
@@ -323,8 +323,18 @@ def create_app(pool: Pool, problems: Any = None, token: str | None = None, max_p
             state.release(n, len(results))
         return Response(results_body(renumber(results, offset)), media_type="application/json")
 
+    # Plain Starlette routes: the handler gets the Request as is (no parameter inference, so nothing
+    # reads the body before the cap does); schema.py's models describe them in /openapi.json.
     app.router.add_route("/health", health, methods=["GET"])
     app.router.add_route("/grade", grade_endpoint, methods=["POST"])
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe_routes(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     from .fusion import router as fusion_router  # SandboxFusion's protocol on the same pool
 
     app.include_router(fusion_router)
