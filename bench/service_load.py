@@ -34,7 +34,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("QRPO_SHARED_DATA") or ROOT.parent / "shared" / "data")
 DATA = SHARED / "leetcode" / "LeetCodeDataset-v0.3.1-test.jsonl.gz"
-SLOW_PROBLEMS = ("find-the-number-of-subsequences-with-equal-gcd", "maximum-number-of-moves-to-kill-all-pawns")
+# Canonical solutions slower than the 1 s per test limit here (sorted-gcd-pair-queries: one test
+# needs ~0.9 s of CPU, so it times out on a loaded machine; tests/integration/test_pipeline.py's SLOW)
+SLOW_PROBLEMS = ("find-the-number-of-subsequences-with-equal-gcd", "maximum-number-of-moves-to-kill-all-pawns",
+                 "sorted-gcd-pair-queries")
 TARGET_P99_RATIO = 2.0
 
 HOSTILE_BODIES = (
@@ -105,11 +108,11 @@ def hostile_client(url: str, rows: list[dict[str, Any]], args: argparse.Namespac
     with httpx.Client(timeout=600, trust_env=False, headers={"x-sandbox-client": "hostile"}) as client:
         while not stop.is_set():
             batch = rng.sample(rows, args.batch)
+            sent.append(len(batch))  # counted when sent: under fair sharing most are still queued when the phase ends
             try:
                 client.post(f"{url}/grade", json={"completions": batch})
             except httpx.HTTPError:
                 pass
-            sent.append(len(batch))
 
 
 def phase(url: str, honest_rows: list[dict[str, Any]], hostile_rows: list[dict[str, Any]] | None,
