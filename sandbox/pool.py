@@ -7,10 +7,14 @@ cancellation of queued and running work.
         pool.cancel(futures)                                       # one request's work, queued or running
 
 Started once (by `start`, `with`, or the first submit), the pool keeps one thread per worker
-(`sandbox.worker.Worker`: one judge process) taking jobs from one queue, in turn over clients and
-requests (`sandbox.fair`: a flood from one client does not starve another's small request). Thread-safe by
-contract: any number of threads may submit, map and cancel at once (a server's requests, a
-reward function called from several threads) and share the warm judges.
+(`sandbox.worker.Worker`: one judge process) taking jobs from one queue: the client that has used
+the least judge time goes first, its requests in turn (`sandbox.fair`). A `per_test` job yields
+its judge between tests once it has run for a time slice (max(1 s, the test wall limit)); the rest
+of its tests wait for its client's next turn and the slices come back as one result, so a flood of
+looping solutions from one client delays another client's small request by about one slice per
+judge, not by a whole solution's 60 s. Thread-safe by contract: any number of threads may submit,
+map and cancel at once (a server's requests, a reward function called from several threads) and
+share the warm judges.
 
 Cancelling a future that is still queued drops it; cancelling one that is being graded kills its
 worker's judge at once (the thread then reaps it, and the next item starts a fresh one), so a

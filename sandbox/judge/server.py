@@ -29,7 +29,7 @@ from collections import OrderedDict
 from typing import Any
 
 from . import checks, cleanup, codec, compare, frames, protocol
-from .runner import die_with_parent, new_module, set_dumpable
+from .runner import new_module
 from .session import (
     Captured,
     FunctionTests,
@@ -41,6 +41,7 @@ from .session import (
     exit_verdict,
 )
 from .verdicts import MEMORY, PASSED, RUNTIME_ERROR, SANDBOX_ERROR, TIMEOUT, WRONG_ANSWER
+from .world import die_with_parent, set_dumpable
 
 BATCH = 256  # calls sent to a runner in one message
 JUDGE_MEMORY_MB = 3072  # the judge's own address space (soft RLIMIT_AS, set once its zygote runs)
