@@ -6,7 +6,7 @@ JSON on stdin and writes one response per request on stdout:
   request:  {"id", "problem": Problem.to_dict(), "code": str, "granularity": "per_test"|"per_solution"}
   response: {"id", "tests": [TestResult...], "stdout", "stderr", "info": {...}}
 
-Function tests run here, in the judge, with the candidate bound to `RemoteFunction`: each call
+Function tests run here, in the judge, with the candidate bound to `calls.FunctionTests`: each call
 sends only the arguments to the runner and gets back only the returned value, decoded into
 plain data, so `==` and every other comparison happen in this process with the expected values
 the runner never saw. A test whose candidate is used other than by direct calls (or whose
@@ -29,17 +29,9 @@ from collections import OrderedDict
 from typing import Any
 
 from . import checks, cleanup, codec, compare, frames, protocol
+from .calls import Captured, FunctionTests, PreparedProblem, PreparedTest
 from .runner import new_module
-from .session import (
-    Captured,
-    FunctionTests,
-    PreparedProblem,
-    PreparedTest,
-    Session,
-    SolutionFailure,
-    Zygote,
-    exit_verdict,
-)
+from .session import Session, SolutionFailure, Zygote, exit_verdict
 from .verdicts import MEMORY, PASSED, RUNTIME_ERROR, SANDBOX_ERROR, TIMEOUT, WRONG_ANSWER
 from .world import die_with_parent, set_dumpable
 

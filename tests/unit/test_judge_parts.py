@@ -11,8 +11,8 @@ import stat
 import pytest
 
 from sandbox.judge import cleanup, frames
+from sandbox.judge.calls import SolutionError, solution_exception
 from sandbox.judge.server import safe_text
-from sandbox.judge.session import SolutionError, solution_exception
 from sandbox.judge.verdicts import VERDICTS
 from sandbox.problem import Verdict
 
