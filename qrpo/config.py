@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 from qrpo.losses import LOSS_TYPES, REGRESSION_LOSSES, TRANSFORMS, LossType, RegressionLoss, Transform
 from qrpo.quantile import TIES, Ties
 
-# QRPO on paired rows: which completions of each pair the loss counts (the trainer's `_side_weights`/`_unpair`).
+# QRPO on paired rows: which completions of each pair the loss counts (`qrpo.rows`' `_side_weights`/`_unpair`).
 SampleSelector = Literal["both", "chosen", "rejected", "random"]
 SAMPLE_SELECTORS: tuple[SampleSelector, ...] = get_args(SampleSelector)
 # QRPO on paired rows: pairs: a pair is one batch item, both sequences in the same step, the unselected side's
