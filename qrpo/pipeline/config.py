@@ -3,12 +3,12 @@
     from qrpo.pipeline.config import load_config
     config = load_config("qrpo/configs/tiny-cpu.yaml", overrides=["generate.num_samples=4"])
 
-Every key has a type, a default and a description; every number a range (`within`: the sandbox's limits take
-theirs from the table in sandbox.problem, the one `sandbox grade` checks its options against, the others are
-defined here). pydantic validates (strictly: an unknown key, a value of another type, outside its choices or its
-range is refused, not coerced); its first error becomes a `ConfigError` whose one-line message names the key
-and the fix (for a number: the range and a valid example). `CONFIG` may also be the name of a bundled config (`tiny-cpu`,
-`leetcode-paper`). Relative paths are relative to the directory `qrpo` runs in, as for any command-line tool.
+Every key has a type, a default and a description; every number a range (the typed fields of `ranges`).
+pydantic validates (strictly: an unknown key, a value of another type, outside its choices or its range is
+refused, not coerced); its first error becomes a `ConfigError` whose one-line message (`config_messages`) names
+the key and the fix (for a number: the range and a valid example). `CONFIG` may also be the name of a bundled
+config (`tiny-cpu`, `leetcode-paper`). Relative paths are relative to the directory `qrpo` runs in, as for any
+command-line tool.
 
 Choice lists come from the modules that act on them (prompt styles from `prompts`, engines and dtypes from
 `sampling`, granularity and extraction from `sandbox`, backends and dataset formats from sandbox's registries);
@@ -18,21 +18,15 @@ the pipeline's own (executors, pair ties, launchers, checkpoints, oracles) are d
 from __future__ import annotations
 
 import re
-import types
 from importlib import resources
-from inspect import isclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
-import annotated_types
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sandbox.problem import (
     CPU_S,
-    CPUS_PER_JOB,
-    JOBS,
     MAX_TESTS,
     MEMORY_MB,
     MIN_TESTS,
@@ -47,7 +41,36 @@ from sandbox.problem import (
 )
 from sandbox.problem import Extraction as ExtractPolicy
 
+from . import ranges
+from .config_messages import one_line
 from .prompts import GradedPreamble, PromptStyle
+from .ranges import (
+    BEST_OF,
+    FRACTION,
+    GPUS_PER_NODE,
+    LEARNING_RATE,
+    MEM_GB,
+    NODES,
+    PROBLEMS,
+    SEEDS,
+    STEPS,
+    VOCAB,
+    Arguments,
+    Batch,
+    Chunk,
+    Cpus,
+    Depth,
+    Jobs,
+    Number,
+    Samples,
+    Seed,
+    Temperature,
+    Tokens,
+    TopP,
+    TotalBatch,
+    Width,
+    within,
+)
 from .sampling import DType, Engine
 from .splits import SplitMethod
 
@@ -68,7 +91,6 @@ BestWorstTies = Literal["same", "distinct"]
 SelectionScope = Literal["method", "run"]
 EXECUTORS: tuple[ExecutorKind, ...] = get_args(ExecutorKind)
 PAIRS_PATTERN = re.compile(r"^(offline|offpolicy2best|offpolicy(\d+)random)$")
-SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -76,26 +98,7 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- value types
-
-
-def _yaml_number(value: Any) -> Any:
-    """YAML 1.1 (PyYAML) reads 1e-6 (no dot) as a string, and 1 as an integer: both are numbers here."""
-    if isinstance(value, str) and SCIENTIFIC.match(value):
-        return float(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _numbers(value: Any) -> Any:
-    """Free-form values (training arguments): scientific strings become numbers, at any depth."""
-    if isinstance(value, str) and SCIENTIFIC.match(value):
-        return float(value)
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    return value
+# (the numeric types, with their ranges, are in `ranges`)
 
 
 def _pairs(value: str | None) -> str | None:
@@ -103,53 +106,6 @@ def _pairs(value: str | None) -> str | None:
         raise ValueError(f"is {value!r}; choose null (pointwise rows), offline, offpolicy2best or offpolicy<K>random "
                          "(e.g. offpolicy10random)")
     return value
-
-
-def within(bounds: Range) -> Any:
-    """pydantic's constraints for a range (ge or gt, le or lt) and its example: `Jobs`.
-    `one_line` reads them back (`range_of`) to name the range and a valid value in the error."""
-    low, high = (bounds.low_open, bounds.low), (bounds.high_open, bounds.high)
-    return Field(gt=low[1] if low[0] else None, ge=None if low[0] else low[1],
-                 lt=high[1] if high[0] else None, le=None if high[0] else high[1], examples=[bounds.example])
-
-
-# The ranges of the pipeline's own numbers (the sandbox's limits are sandbox.problem's). A lower bound is what
-# still works, an upper bound what is surely a typo.
-SEED = Range(0, 2**32 - 1, 42)  # numpy's seeds are 32-bit
-TOKENS = Range(1, 1_048_576, 2048)  # tokens of a prompt or a completion
-SAMPLES = Range(1, 10_000, 50)  # completions (or rewards) per prompt
-BEST_OF = Range(2, 10_000, 6)  # best and worst of one completion would be the same text
-BATCH = Range(1, 65_536, 64)  # sequences per forward pass or optimizer step
-TOTAL_BATCH = Range(1, 1_048_576, 128)  # sequences (or pairs) per optimizer step over every process
-CHUNK = Range(1, 1_000_000, 64)  # prompts or completions per saved chunk
-PROBLEMS = Range(1, 10_000_000, 100)  # problems kept from a source
-SEEDS = Range(1, 1000, 3)  # evaluation seeds
-TEMPERATURE = Range(0, 10, 1.0)  # sampling temperature (0: greedy)
-TOP_P = Range(0, 1, 0.9, low_open=True)  # nucleus sampling mass
-FRACTION = Range(0, 1, 0.5, low_open=True, high_open=True)  # a share of a split: both halves non-empty
-LEARNING_RATE = Range(0, 1, 3e-3, low_open=True)
-STEPS = Range(1, 10_000_000, 300)  # optimizer steps
-VOCAB = Range(256, 1_048_576, 1024)  # byte-level BPE: the 256 bytes are always tokens
-WIDTH = Range(1, 262_144, 128)  # hidden and intermediate sizes
-DEPTH = Range(1, 1024, 4)  # layers, attention heads
-NODES = Range(1, 100_000, 2)  # SLURM nodes of one job
-GPUS_PER_NODE = Range(0, 64, 8)
-MEM_GB = Range(0.25, 65_536, 64)  # SLURM memory per job in GB (sbatch --mem in whole MiB: at least 256)
-
-Number = Annotated[float, BeforeValidator(_yaml_number)]
-Seed = Annotated[int, within(SEED)]
-Tokens = Annotated[int, within(TOKENS)]
-Samples = Annotated[int, within(SAMPLES)]
-Batch = Annotated[int, within(BATCH)]
-TotalBatch = Annotated[int, within(TOTAL_BATCH)]
-Chunk = Annotated[int, within(CHUNK)]
-Jobs = Annotated[int, within(JOBS)]
-Cpus = Annotated[int, within(CPUS_PER_JOB)]
-Temperature = Annotated[Number, within(TEMPERATURE)]
-TopP = Annotated[Number, within(TOP_P)]
-Width = Annotated[int, within(WIDTH)]
-Depth = Annotated[int, within(DEPTH)]
-Arguments = Annotated[dict[str, Any], AfterValidator(_numbers)]
 
 
 class Section(BaseModel):
@@ -406,7 +362,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(one_line(error)) from None
+        raise ConfigError(one_line(error, PipelineConfig)) from None
     check(config)
     return config
 
@@ -428,116 +384,11 @@ def as_dict(config: PipelineConfig) -> dict[str, Any]:
     return config.model_dump()
 
 
-# ---------------------------------------------------------------------------------------------- messages
+def numeric_keys() -> dict[str, tuple[type, Range | None]]:
+    """Every numeric key of the pipeline's config, its type and its range (`ranges.numeric_keys`)."""
+    return ranges.numeric_keys(PipelineConfig)
 
 
-TYPE_NAMES = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
-              "list": "a list", "dict": "a mapping"}
-
-
-def one_line(error: ValidationError) -> str:
-    """pydantic's first error as one line that names the key and what it must be."""
-    first = error.errors()[0]
-    loc, kind, value = first["loc"], first["type"], first.get("input")
-    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-    if kind == "extra_forbidden":
-        parent, where = _model_at(loc[:-1]), key.rpartition(".")[0]
-        fields = ", ".join(parent.model_fields) if parent is not None else "?"
-        return f"unknown config key '{key}'; valid keys{' under ' + where if where else ''}: {fields}"
-    if kind == "literal_error":
-        choices = ", ".join(str(c) for c in get_args(_strip_optional(_annotation_at(loc))))
-        return f"config key '{key}' is {value!r}; choose one of: {choices}"
-    if kind in ("model_type", "model_attributes_type"):
-        model = _model_at(loc)
-        fields = ", ".join(model.model_fields) if model is not None else "..."
-        return f"{key} must be a mapping of keys ({fields}), got {_kind(value)}"
-    if kind == "value_error":  # our validators: the message says what is wrong and the choices
-        return f"config key '{key}' {str(first['ctx']['error'])}"
-    bounds = range_of(_field_at(loc))
-    example = f"; for example --set {key}={bounds.example}" if bounds is not None else ""
-    if kind in ("greater_than", "less_than", "greater_than_equal", "less_than_equal") and bounds is not None:
-        written = value if isinstance(value, str) and SCIENTIFIC.match(value) else repr(value)  # 1e9, not '1e9'
-        return f"config key '{key}' is {written}, not in the range {bounds.text()}{example}"
-    base = kind.split("_")[0]
-    if base in TYPE_NAMES:
-        return f"config key '{key}' must be {TYPE_NAMES[base]}, got {_kind(value)}{example}"
-    return f"config key '{key}': {first['msg']}"
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
-
-
-def _strip_optional(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, types.UnionType):
-        options = [a for a in get_args(annotation) if a is not type(None)]
-        return options[0] if len(options) == 1 else annotation
-    return annotation
-
-
-def _annotation_at(loc: tuple[int | str, ...]) -> Any:
-    """The type of the config key at `loc` (a field, or an item of a list field)."""
-    annotation: Any = PipelineConfig
-    for part in loc:
-        annotation = _strip_optional(annotation)
-        if isinstance(part, int):
-            annotation = get_args(annotation)[0] if get_args(annotation) else Any
-        elif isclass(annotation) and issubclass(annotation, BaseModel) and part in annotation.model_fields:
-            annotation = annotation.model_fields[part].annotation
-        else:
-            return Any
-    return annotation
-
-
-def _field_at(loc: tuple[int | str, ...]) -> FieldInfo | None:
-    """The field of the config key at `loc` (None: an item of a list, or no such key)."""
-    model = _model_at(loc[:-1]) if loc and isinstance(loc[-1], str) else None
-    return model.model_fields.get(str(loc[-1])) if model is not None else None
-
-
-def range_of(field: FieldInfo | None) -> Range | None:
-    """The range of a numeric key (None: not a number, or no range), read back from its pydantic constraints
-    (`within`), also under `| None`."""
-    if field is None:
-        return None
-    metadata, examples = list(field.metadata), list(field.examples or [])
-    annotation = _strip_optional(field.annotation)
-    if get_origin(annotation) is Annotated:
-        annotation, *extra = get_args(annotation)
-        for item in extra:
-            metadata += item.metadata if isinstance(item, FieldInfo) else [item]
-            examples += (item.examples or []) if isinstance(item, FieldInfo) else []
-    if annotation not in (int, float) or not examples:
-        return None
-    bounds: dict[str, Any] = {"example": examples[0]}
-    for item in metadata:
-        if isinstance(item, (annotated_types.Ge, annotated_types.Gt)):
-            bounds.update(low=item.ge if isinstance(item, annotated_types.Ge) else item.gt,
-                          low_open=isinstance(item, annotated_types.Gt))
-        elif isinstance(item, (annotated_types.Le, annotated_types.Lt)):
-            bounds.update(high=item.le if isinstance(item, annotated_types.Le) else item.lt,
-                          high_open=isinstance(item, annotated_types.Lt))
-    return Range(**bounds) if {"low", "high"} <= set(bounds) else None
-
-
-def numeric_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> dict[str, tuple[type, Range | None]]:
-    """Every numeric config key (dotted), its type (int or float) and its range (None would be a key without
-    one: tests/unit/test_pipeline_config.py refuses that)."""
-    keys: dict[str, tuple[type, Range | None]] = {}
-    for name, field in model.model_fields.items():
-        annotation = _strip_optional(field.annotation)
-        if get_origin(annotation) is Annotated:
-            annotation = get_args(annotation)[0]
-        if isclass(annotation) and issubclass(annotation, BaseModel):
-            keys |= numeric_keys(annotation, f"{prefix}{name}.")
-        elif annotation in (int, float):
-            keys[f"{prefix}{name}"] = (annotation, range_of(field))
-    return keys
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    annotation = _strip_optional(_annotation_at(loc))
-    return annotation if isclass(annotation) and issubclass(annotation, BaseModel) else None
 
 
 # ---------------------------------------------------------------------------------------------- checks
