@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def _write_rows_and_hang(output: str, ready: object) -> None:
     part.append({"row": 1})
     ready.set()  # type: ignore[attr-defined]
     while True:
-        os.pause()
+        signal.pause()
 
 
 def test_a_second_grade_of_the_same_output_is_refused_and_the_rows_are_untouched(tmp_path: Path) -> None:
