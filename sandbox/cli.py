@@ -1,5 +1,10 @@
 """`sandbox`: grade untrusted code from the command line.
 
+This module is the command group and its grading commands (`grade`, `demo`), which share the
+summary a person reads and the exit code a script checks; `serve` (`sandbox.cli_serve`) and the
+machine set-up commands `doctor` and `image` (`sandbox.cli_setup`) are registered on the group
+here, so `sandbox ...` and `python -m sandbox.cli ...` offer every command.
+
 Every command has --help with an example. Every numeric option is checked before any work starts
 (a range, with a valid example in the error); user errors are one line, never a traceback; exit
 codes are those of `sandbox.cli_common` (0 all rows graded, 1 some rows invalid, 2 usage error).
@@ -13,9 +18,7 @@ import collections
 import contextlib
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -23,20 +26,18 @@ from typing import Any, get_args
 
 import click
 
-from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, options, version
+from .cli_common import EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, FloatIn, Group, IntIn, version
+from .cli_options import backend_option, limit_options, resolve_backend, workers_option
+from .cli_serve import serve
+from .cli_setup import doctor, image
 from .datasets import TEST_SETS
 from .problem import (
-    CPU_S,
     CPUS_PER_JOB,
     JOBS,
     MAX_TESTS,
-    MEMORY_MB,
     MIN_TESTS,
     SLURM_MINUTES,
     TOLERANCE,
-    WALL_S,
-    WORKERS,
-    BackendChoice,
     ExecutorKind,
     Extraction,
     GradeResult,
@@ -46,7 +47,6 @@ from .problem import (
 )
 from .rundir import read_jsonl, write_atomic
 
-BACKEND_CHOICES = list(get_args(BackendChoice))
 MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
 
 
@@ -81,47 +81,6 @@ def summary(results: Sequence[GradeResult]) -> str:
 
 def exit_code(results: Sequence[GradeResult]) -> int:
     return EXIT_INVALID_ROWS if any(not_graded(r) for r in results) else EXIT_OK
-
-
-def _limits(cpu: float | None, memory: int | None, wall: float | None) -> Limits | None:
-    if cpu is None and memory is None and wall is None:
-        return None
-    base = Limits()
-    return Limits(
-        cpu_s=cpu if cpu is not None else base.cpu_s,
-        wall_s=wall if wall is not None else max(base.wall_s, (cpu or base.cpu_s) + 2),
-        memory_mb=memory if memory is not None else base.memory_mb,
-    )
-
-
-def resolve_backend(name: str) -> Any:
-    """The Backend for `name`, or a usage error on --backend saying why it cannot run here."""
-    from .backends import BackendUnavailable, get_backend
-
-    try:
-        return get_backend(name)
-    except BackendUnavailable as exc:
-        raise click.BadParameter(str(exc), param_hint="'--backend'") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Options shared by several commands (one definition each; add new ones here)
-
-backend_option = click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-                              help="Isolation: auto picks apptainer, then bubblewrap, then process (see `sandbox doctor`).")
-workers_option = click.option("--workers", type=IntIn.of(WORKERS), default=None,
-                              help="Warm judges to run (default: one per CPU).")
-
-
-def limit_options(role: str) -> Any:
-    """--cpu/--memory/--wall: per-test limits (Limits). `role` ends each help text."""
-    return options(
-        click.option("--cpu", type=FloatIn.of(CPU_S), default=None, help=f"CPU seconds per test (default 1){role}."),
-        click.option("--memory", type=IntIn.of(MEMORY_MB), default=None,
-                     help=f"Memory (address space) per test in MiB (default 1024){role}."),
-        click.option("--wall", type=FloatIn.of(WALL_S), default=None,
-                     help=f"Wall seconds per test (default 3, and at least --cpu + 2){role}."),
-    )
 
 
 @click.group("sandbox", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -206,6 +165,7 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
       sandbox grade -p problems.jsonl -c samples.jsonl -o graded.jsonl \\
           --executor slurm --jobs 16 --cpus-per-job 8 --partition cpu --time 60
     """
+    from .api import limits_from
     from .datasets import load_problems
 
     ctx = click.get_current_context()
@@ -238,7 +198,7 @@ def grade(problems: str, completions: str, output: str, backend: str, workers: i
         raise click.BadParameter(f"no usable problem in {problems} ({len(loaded.errors)} bad rows); see the messages above",
                                  param_hint="'--problems'")
     started = time.monotonic()
-    limits = _limits(cpu, memory, wall)
+    limits = limits_from(cpu, memory, wall)
     if executor is not None:
         from .cluster import ClusterError, grade_distributed
 
@@ -368,215 +328,9 @@ def demo(backend: str, workers: int | None) -> None:
     click.get_current_context().exit(exit_code(results))
 
 
-@main.command()
-def doctor() -> None:
-    """Report what this machine offers for sandboxing and which backend `auto` picks.
-
-    \b
-    Example:
-      sandbox doctor
-    """
-    from .backends import apptainer as app
-    from .backends import describe_auto
-    from .machine import probes
-
-    for name, ok, detail in probes():
-        click.echo(f"{name:<22} {'yes' if ok else 'no ':<4} {detail}")
-    click.echo("")
-    picked = None
-    for name, ok, reason in describe_auto():
-        click.echo(f"backend {name:<11} {'yes' if ok else 'no ':<4} {reason}")
-        if ok and picked is None:
-            picked = (name, reason)
-    if picked:
-        click.echo(f"auto picks: {picked[0]} ({picked[1]})")
-    if app.find_apptainer() and not app.find_image():
-        click.echo("hint: build the sandbox image with `sandbox image build` to enable the apptainer backend")
-
-
-@main.group()
-def image() -> None:
-    """Build and check the Apptainer image the apptainer backend runs."""
-
-
-@image.command("build")
-@click.option("--recipe", type=click.Choice(["debian", "docker"]), default="debian", show_default=True,
-              help="debian: debootstrap, needs only a Debian mirror; docker: python:3.12-slim, for clusters.")
-@click.option("--output", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the SIF (default ~/.cache/qrpo/sandbox-debian.sif).")
-@click.option("--force", is_flag=True, help="Rebuild even if the output exists.")
-def image_build(recipe: str, output: str | None, force: bool) -> None:
-    """Build the sandbox image (a SIF) from containers/sandbox-*.def.
-
-    \b
-    Example:
-      sandbox image build --recipe debian --output ~/.cache/qrpo/sandbox-debian.sif
-    """
-    from .backends.apptainer import containers_dir, find_apptainer
-
-    script = containers_dir() / "build-image.sh"
-    argv = ["bash", str(script), "--recipe", recipe]
-    if output:
-        argv += ["--output", output]
-    if force:
-        argv.append("--force")
-    apptainer = find_apptainer()
-    if apptainer:
-        argv += ["--apptainer", apptainer]
-    code = subprocess.call(argv)
-    if code != 0:
-        raise click.ClickException(f"image build failed (exit {code}); see the messages above")
-
-
-@image.command("check")
-@click.option("--image", "image_path", type=click.Path(exists=True), default=None,
-              help="The image to check (default: the configured one).")
-def image_check(image_path: str | None) -> None:
-    """Verify that an image runs the judge: grade a known solution in it, check isolation.
-
-    \b
-    Example:
-      sandbox image check --image ~/.cache/qrpo/sandbox-debian.sif
-    """
-    from .backends.apptainer import ApptainerBackend
-    from .backends.base import BackendUnavailable
-    from .pool import Job, Pool
-    from .problem import Problem, Test
-
-    backend = ApptainerBackend(image=image_path)
-    try:
-        backend.prepare()
-    except BackendUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    probe = backend.run_in_container("python3", "-c", "import sys, sortedcontainers; print(sys.version.split()[0])")
-    if probe.returncode != 0:
-        raise click.ClickException(f"python3 with sortedcontainers does not run in the image: {probe.stderr.strip()[-300:]}")
-    click.echo(f"python {probe.stdout.strip()} and sortedcontainers: ok")
-    problem = Problem(task_id="check", prompt="", entry_point="f", tests=(Test("function", "assert candidate(2) == 4"),))
-    with Pool(backend, workers=1) as pool:
-        result = next(pool.grade(iter([Job(0, problem, "def f(x):\n    return x * x\n", "per_test")])))
-    if result.pass_rate != 1.0:
-        raise click.ClickException(f"the judge did not grade a correct solution as passed: {result.tests}")
-    click.echo(f"judge: ok (containment {result.info.get('containment')}, limits via {backend.limits_via})")
-    click.echo(f"image {backend.image} works (workers start from {backend.rootfs})")
-
-
-def _memory_size(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[1-9][0-9]*[KMGT]?", value):
-        raise click.BadParameter(f"{value!r} is not a SLURM memory size; for example --mem 8G")
-    return value
-
-
-def _sbatch_items(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
-    items = {}
-    for item in value:
-        key, sep, setting = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE; for example --sbatch account=abc")
-        items[key.strip().replace("-", "_")] = setting
-    return items
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; anything but loopback requires --token.")
-@click.option("--port", type=IntIn(0, 65535, 8000), default=0, show_default=True,
-              help="TCP port (0: a free one; see --address-file).")
-@backend_option
-@workers_option
-@click.option("--problems", "-p", "problem_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Problems to preload (any dataset format; repeatable: the files are merged, a task_id in two files "
-                   "is an error).")
-@limit_options("; requests may ask for less, never more")
-@click.option("--token", envvar="SANDBOX_TOKEN", default=None,
-              help="Require 'Authorization: Bearer TOKEN' on every request [env SANDBOX_TOKEN].")
-@click.option("--address-file", type=click.Path(dir_okay=False), default=None,
-              help="Write host:port (and the token) here, mode 0600, once listening.")
-@click.option("--max-pending", type=IntIn(1, 10_000_000, 4096), default=None,
-              help="Completions admitted at once; beyond: 503 + Retry-After (default max(1024, 64 per worker)).")
-@click.option("--allow-inline-problems", is_flag=True,
-              help="Accept problems in requests (their tests are code; each such request gets judges of its own).")
-@click.option("--max-body-mb", type=IntIn(1, 4096, 32), default=32, show_default=True,
-              help="Largest request body; larger ones get 413 before they are read.")
-@click.option("--request-timeout", type=FloatIn(0, 86_400, 600, low_open=True), default=None,
-              help="Cancel a request still grading after this many seconds (504).")
-@click.option("--max-connections", type=IntIn(16, 1_000_000, 2048), default=2048, show_default=True,
-              help="Open connections at once; requests beyond get 503.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-@click.option("--slurm", is_flag=True, help="Run the server as a SLURM job (submitit) and wait for its address file.")
-@click.option("--partition", default=None, help="--slurm: partition (default: the cluster's default).")
-@click.option("--time", "time_min", type=IntIn.of(SLURM_MINUTES), default=1440, show_default=True,
-              help="--slurm: time limit in minutes.")
-@click.option("--cpus", type=IntIn.of(CPUS_PER_JOB), default=1, show_default=True,
-              help="--slurm: CPUs for the job (also the default --workers).")
-@click.option("--mem", default=None, callback=_memory_size, help="--slurm: memory, e.g. 8G.")
-@click.option("--job-name", default="sandbox-serve", show_default=True, help="--slurm: job name.")
-@click.option("--log-dir", type=click.Path(file_okay=False), default="sandbox-serve-logs", show_default=True,
-              help="--slurm: submitit folder (job logs).")
-@click.option("--sbatch", "sbatch_params", multiple=True, metavar="KEY=VALUE", callback=_sbatch_items,
-              help="--slurm: extra sbatch option, e.g. --sbatch account=abc (repeatable).")
-@click.option("--wait", type=FloatIn(0, 86_400, 600, low_open=True), default=600, show_default=True,
-              help="--slurm: seconds to wait for the address file.")
-def serve(host: str, port: int, backend: str, workers: int | None, problem_files: tuple[str, ...], cpu: float | None,
-          memory: int | None, wall: float | None, token: str | None, address_file: str | None, max_pending: int | None,
-          allow_inline_problems: bool, max_body_mb: int, request_timeout: float | None, max_connections: int,
-          log_level: str, slurm: bool, partition: str | None, time_min: int, cpus: int, mem: str | None, job_name: str,
-          log_dir: str, sbatch_params: dict[str, str], wait: float) -> None:
-    """Serve grading over HTTP from a warm pool (POST /grade, GET /health).
-
-    --cpu, --memory and --wall are the limits every request is graded with, and the most a
-    request may ask for (its "limits" field may lower them).
-
-    \b
-    Examples:
-      sandbox serve --backend bubblewrap --problems problems.jsonl --address-file ~/sandbox.addr
-      sandbox serve -p leetcode-train.jsonl -p leetcode-test.jsonl --cpu 2 --memory 2048 --wall 5
-      sandbox serve --slurm --cpus 16 --host 0.0.0.0 --token "$(openssl rand -hex 16)" \\
-          --problems problems.jsonl --address-file /shared/sandbox.addr
-    Clients: sandbox.client.SandboxClient("/shared/sandbox.addr").grade(problems, rows)
-    """
-    from . import service
-
-    try:
-        service.check_binding(host, token)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--host'") from None
-    if slurm and address_file is None:
-        raise click.UsageError("--slurm needs --address-file (on a filesystem both the job and the clients see)")
-    if not slurm:
-        ctx = click.get_current_context()
-        given = [name for name in ("partition", "time_min", "cpus", "mem", "sbatch_params", "wait")
-                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
-        if given:
-            flag = given[0].replace("_min", "").replace("_params", "").replace("_", "-")
-            raise click.UsageError(f"--{flag} applies to --slurm only")
-    try:
-        table = service.load_problem_files(problem_files) if problem_files else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--problems'") from None
-    limits = _limits(cpu, memory, wall) or Limits()
-    options: dict[str, Any] = {"host": host, "port": port, "backend": backend, "workers": workers, "token": token,
-                               "max_pending": max_pending, "log_level": log_level, "limits": limits,
-                               "allow_inline_problems": allow_inline_problems, "max_body_mb": max_body_mb,
-                               "request_timeout_s": request_timeout, "max_connections": max_connections}
-    if not slurm:
-        try:
-            service.serve(address_file=address_file, problems=table, **(options | {"backend": resolve_backend(backend)}))
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
-        return
-    assert address_file is not None
-    job = service.submit_slurm(address_file=address_file, log_dir=log_dir, partition=partition, time_min=time_min, cpus=cpus,
-                               mem=mem, job_name=job_name, additional=sbatch_params or None,
-                               problems=[os.path.abspath(p) for p in problem_files] or None, **options)
-    click.echo(f"job_id: {job.job_id}")
-    try:
-        address = service.wait_for_address(job, address_file, wait)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"address: {address}")
-    click.echo(f"address file: {os.path.abspath(address_file)}  (stop with: scancel {job.job_id})")
+main.add_command(doctor)
+main.add_command(image)
+main.add_command(serve)
 
 
 if __name__ == "__main__":

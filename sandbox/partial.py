@@ -8,13 +8,14 @@ rerun of the same command reads the finished rows, drops a torn last line, and g
 The fingerprint (problems and completions file contents, and every option that changes results)
 guards against resuming a different job: another job's partial file is refused, never mixed in.
 When every row is there, OUTPUT is written atomically and the partial file removed. The file is
-flock'ed while a grade writes it, so two commands never append to one file. Rows are encoded by
-`sandbox.rundir.dumps` (a solution's lone surrogates cannot fail the write); files honour the umask.
+locked (`sandbox.rundir.lock`, the project's one lock) while a grade writes it, so two commands
+never append to one file. Rows are encoded by `sandbox.rundir.dumps` (a solution's lone surrogates
+cannot fail the write); files honour the umask.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .rundir import LockedError, StaleError, dumps, read_jsonl, write_atomic
+from .rundir import LockedError, StaleError, dumps, lock, read_jsonl, write_atomic
 
 FORMAT = 1
 KIND = "sandbox grade"
@@ -47,19 +48,19 @@ class PartialOutput:
         self.fingerprint, self.rows = fingerprint, rows
         self.done = 0
         self.fd = -1
+        self._held = contextlib.ExitStack()
 
     def __enter__(self) -> PartialOutput:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockedError(f"another sandbox grade is writing {self.path}; wait for it to finish, "
-                                  "or give this one another --output") from None
+            self._held.enter_context(lock(self.path.parent, "sandbox grade", name=self.path.name, note_pid=False))
+        except LockedError:
+            raise LockedError(f"another sandbox grade is writing {self.path}; wait for it to finish, "
+                              "or give this one another --output") from None
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
             self._resume()
         except BaseException:
-            os.close(self.fd)
+            self.close()
             raise
         return self
 
@@ -70,6 +71,7 @@ class PartialOutput:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self._held.close()
 
     def _header(self) -> dict[str, Any]:
         return {"partial": KIND, "format": FORMAT, "fingerprint": self.fingerprint, "rows": self.rows}

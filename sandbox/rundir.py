@@ -225,12 +225,14 @@ class Hasher:
 
 @contextlib.contextmanager
 def lock(folder: PathLike, what: str = "process", *, name: str = ".lock",
-         on_busy: Callable[[str], None] | None = None) -> Iterator[None]:
+         on_busy: Callable[[str], None] | None = None, note_pid: bool = True) -> Iterator[None]:
     """Hold `folder`/`name` for the duration: one worker per directory (or per item, with its own
     `name`). The kernel drops an flock when its process dies, so a killed job never leaves a stale
     lock behind. When another process holds it: LockedError, whose message names the holder by
     `what` (`another qrpo (pid 123) is working in DIR`); or, given `on_busy`, call it with the
-    holder's pid and wait for the lock (a file system without locks, ENOLCK, then goes on unlocked)."""
+    holder's pid and wait for the lock (a file system without locks, ENOLCK, then goes on unlocked).
+    `note_pid=False` locks a file that holds data of its own (a partial output): its content is
+    neither read nor replaced by the holder's pid, so the holder is '?'."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / name, "a+", encoding="utf-8") as f:
@@ -238,7 +240,7 @@ def lock(folder: PathLike, what: str = "process", *, name: str = ".lock",
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip() or "?"
+            holder = (f.read().strip() if note_pid else "") or "?"
             if on_busy is None:
                 raise LockedError(f"another {what} (pid {holder}) is working in {root}; wait for it to finish, "
                                   "or give this one another directory") from None
@@ -249,10 +251,11 @@ def lock(folder: PathLike, what: str = "process", *, name: str = ".lock",
                 raise
             yield  # no locks on this file system: waiting is impossible, going on is harmless here
             return
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+        if note_pid:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
         try:
             yield
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ from qrpo.tiny import build_tiny
 
 REPO = Path(__file__).resolve().parents[2]
 SOLUTIONS = [f"def add_{i}(x):\n    return x + {i}\n" for i in range(24)]
+
+
+def free_port() -> str:
+    """A port nobody listens on now: a fixed one hangs the rendezvous when another run (a second
+    test session on the machine) holds it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +97,7 @@ def test_two_data_parallel_processes_match_one_process(workdir):
     one = run([sys.executable, "-m", "qrpo.training_run", str(write_spec(workdir, "one", per_device_train_batch_size=4))],
               workdir)
     assert one.returncode == 0, one.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
     two = run([*torchrun, "-m", "qrpo.training_run", str(write_spec(workdir, "two", per_device_train_batch_size=2))], workdir)
     assert two.returncode == 0, two.stderr[-3000:]
     def steps(name: str) -> list[float]:
@@ -105,7 +114,7 @@ def test_fsdp2_reference_pass_matches_one_process(workdir):
     script = Path(__file__).with_name("fsdp_reference.py")
     single = run([sys.executable, str(script), str(workdir), str(workdir / "ref-single.json")], workdir)
     assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
     sharded = run([*torchrun, str(script), str(workdir), str(workdir / "ref-fsdp2.json"), "fsdp2"], workdir)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     one, two = (json.loads((workdir / f"ref-{name}.json").read_text()) for name in ("single", "fsdp2"))

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from sandbox import datasets
-from sandbox.datasets import UnknownFormatError, load_adapter, load_problems
+from sandbox.datasets import UnknownFormatError, load_adapter, load_problems, registry
 
 MODULE = textwrap.dedent('''
     from sandbox.datasets import Adapter, require
@@ -64,6 +64,6 @@ def test_adapter_from_an_entry_point(tmp_path, monkeypatch, restore_registry):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-formats\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[qrpo.datasets]\nplugincases = plugin_formats:PluginCases\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(datasets, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)  # the flag lives with the registry
     loaded = load_problems([ROW], format="plugincases")  # found through the entry point on first use
     assert loaded.formats == {"plugincases": 1}
