@@ -15,6 +15,7 @@ import click
 
 from .cli_common import FloatIn, IntIn
 from .cli_options import backend_option, limit_options, resolve_backend, workers_option
+from .cluster.layout import ClusterError
 from .problem import CPUS_PER_JOB, SLURM_MINUTES, Limits
 
 
@@ -125,9 +126,12 @@ def serve(host: str, port: int, backend: str, workers: int | None, problem_files
             raise click.ClickException(str(exc)) from None
         return
     assert address_file is not None
-    job = service.submit_slurm(address_file=address_file, log_dir=log_dir, partition=partition, time_min=time_min, cpus=cpus,
-                               mem=mem, job_name=job_name, additional=sbatch_params or None,
-                               problems=[os.path.abspath(p) for p in problem_files] or None, **options)
+    try:
+        job = service.submit_slurm(address_file=address_file, log_dir=log_dir, partition=partition, time_min=time_min,
+                                   cpus=cpus, mem=mem, job_name=job_name, additional=sbatch_params or None,
+                                   problems=[os.path.abspath(p) for p in problem_files] or None, **options)
+    except ClusterError as exc:  # no sbatch here, or sbatch refused the job
+        raise click.ClickException(str(exc)) from None
     click.echo(f"job_id: {job.job_id}")
     try:
         address = service.wait_for_address(job, address_file, wait)

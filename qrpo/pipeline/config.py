@@ -214,7 +214,8 @@ class SandboxConfig(Section):
     wall_s: Annotated[Number, within(WALL_S)] = 3.0
     memory_mb: Annotated[int, within(MEMORY_MB)] = 1024
     solution_s: Annotated[Number, within(SOLUTION_S)] = 60.0
-    chunk_size: Chunk = Field(default=256, description="Completions per saved chunk when grading locally.")
+    chunk_size: Chunk = Field(default=256, description="Completions per saved chunk (the unit of resumption); "
+                       "on SLURM each of the `jobs` array tasks grades a stripe of chunks.")
     jobs: Jobs = Field(default=4, description="SLURM: shards, one array task each.")
     cpus_per_job: Cpus = Field(default=4, description="SLURM: CPUs per array task, one judge each.")
     time_min: Annotated[Number, within(SLURM_MINUTES)] = Field(default=60, description="SLURM: time limit per array task.")

@@ -9,7 +9,6 @@ work is kept, and SLURM jobs a killed driver left running are waited for rather 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -75,29 +74,12 @@ class SlurmExecutor:
         return self._wait(stage, jobs)
 
     def _executor(self, stage: str, folder: Path, job: SlurmJobConfig) -> Any:
-        import submitit
+        from sandbox.cluster.scheduler import slurm_executor
 
-        from sandbox.cluster.scheduler import batch_python  # `exec`, so scancel and time limits reach the job
-
-        package_root = str(Path(__file__).resolve().parents[2])
-        setup = [f"export PYTHONPATH={shlex.quote(package_root)}${{PYTHONPATH:+:$PYTHONPATH}}"]
-        multi_node = job.nodes > 1
-        executor = submitit.SlurmExecutor(folder=folder / "%j", python=batch_python(use_srun=multi_node), max_num_timeout=3)
-        params: dict[str, Any] = {"job_name": f"qrpo-{stage}", "time": int(job.time_min), "nodes": job.nodes,
-                                  "ntasks_per_node": 1, "cpus_per_task": job.cpus_per_task, "setup": setup,
-                                  "use_srun": multi_node, "signal_delay_s": 60}
-        if job.gpus_per_node:
-            params["gpus_per_node"] = job.gpus_per_node
-        if job.mem_gb:
-            params["mem"] = f"{int(job.mem_gb * 1024)}M"
-        if self.config.partition:
-            params["partition"] = self.config.partition
-        if self.config.account:
-            params["account"] = self.config.account
-        if self.config.additional:
-            params["additional_parameters"] = dict(self.config.additional)
-        executor.update_parameters(**params)
-        return executor
+        return slurm_executor(folder / "%j", job_name=f"qrpo-{stage}", time_min=job.time_min, cpus=job.cpus_per_task,
+                              nodes=job.nodes, gpus_per_node=job.gpus_per_node,
+                              mem=f"{int(job.mem_gb * 1024)}M" if job.mem_gb else None, partition=self.config.partition,
+                              account=self.config.account, additional=self.config.additional, signal_delay_s=60)
 
     def _wait(self, stage: str, jobs: list[Any]) -> list[Any]:
         from .progress import bar as progress_bar

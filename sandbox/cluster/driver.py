@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -102,14 +101,12 @@ class _Driver:
     # -- submission
     def executor(self) -> Any:
         if self._executor is None:
-            package_root = str(Path(__file__).resolve().parents[2])
-            setup = [f"export PYTHONPATH={shlex.quote(package_root)}${{PYTHONPATH:+:$PYTHONPATH}}"]
             folder = self.run.submitit / "%j"
             if self.executor_kind == "slurm":
-                self._executor = slurm_executor(folder, setup, time_min=self.time_min, cpus=self.cpus, job_name=self.job_name,
+                self._executor = slurm_executor(folder, time_min=self.time_min, cpus=self.cpus, job_name=self.job_name,
                                                 partition=self.partition, additional=self.slurm_parameters)
             else:
-                self._executor = local_executor(folder, setup, time_min=self.time_min)
+                self._executor = local_executor(folder, time_min=self.time_min)
         return self._executor
 
     def submit(self, shards: list[_Shard]) -> None:

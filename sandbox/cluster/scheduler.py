@@ -12,6 +12,7 @@ about SLURM, learned the hard way, lives here:
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -49,35 +50,47 @@ def batch_python(*, use_srun: bool = False) -> str:
     return shlex.quote(sys.executable) if use_srun else "exec " + shlex.quote(sys.executable)
 
 
-def slurm_executor(folder: Path, setup: list[str], *, time_min: float, cpus: int, job_name: str, partition: str | None,
-                   additional: Mapping[str, Any] | None) -> Any:
-    """A submitit SlurmExecutor whose batch script `exec`s the interpreter. Otherwise, with
+def package_setup() -> list[str]:
+    """Batch-script lines that put this checkout first on the job's PYTHONPATH, so a job runs the
+    code that submitted it (a plain checkout, not only an installed package)."""
+    root = str(Path(__file__).resolve().parents[2])
+    return [f"export PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
+def slurm_executor(folder: Path, *, job_name: str, time_min: float, cpus: int, partition: str | None = None,
+                   account: str | None = None, additional: Mapping[str, Any] | None = None, nodes: int = 1,
+                   gpus_per_node: int = 0, mem: str | None = None, max_num_timeout: int = 3,
+                   signal_delay_s: int = 30) -> Any:
+    """The one way this project makes a submitit SlurmExecutor (shard grading, the pipeline's
+    stages, `serve --slurm`). Its batch script `exec`s the interpreter on one node (else, with
     use_srun=False, a scancel or time limit kills the shell with SIGTERM, submitit's python ignores
-    SIGTERM, is orphaned, and (with proctrack/linuxproc) escapes the SIGKILL: a cancelled task
-    would go on grading outside SLURM's accounting."""
+    SIGTERM, is orphaned, and with proctrack/linuxproc escapes the SIGKILL: a cancelled task would go
+    on outside SLURM's accounting); on several nodes srun starts one task per node and forwards the
+    signals itself."""
     import submitit
 
     if not shutil.which("sbatch"):
-        raise ClusterError(
-            "--executor slurm needs SLURM's sbatch, squeue and sacct on PATH (and SLURM_CONF if the cluster needs it); "
-            "use --executor local on a machine without SLURM"
-        )
-    executor = submitit.SlurmExecutor(folder=folder, python=batch_python())
-    params: dict[str, Any] = {"time": max(1, round(time_min)), "cpus_per_task": cpus, "job_name": job_name,
-                              "use_srun": False, "setup": setup, "signal_delay_s": 30}
-    if partition:
-        params["partition"] = partition
+        raise ClusterError("SLURM's sbatch, squeue and sacct are not on PATH (set SLURM_CONF too if the cluster "
+                           "needs it): run this on a SLURM login node, or choose the local executor")
+    multi_node = nodes > 1
+    executor = submitit.SlurmExecutor(folder=folder, python=batch_python(use_srun=multi_node),
+                                      max_num_timeout=max_num_timeout)
+    params: dict[str, Any] = {"time": max(1, math.ceil(time_min)), "cpus_per_task": cpus, "job_name": job_name,
+                              "nodes": nodes, "ntasks_per_node": 1, "use_srun": multi_node,
+                              "setup": package_setup(), "signal_delay_s": signal_delay_s}
+    optional = {"partition": partition, "account": account, "mem": mem, "gpus_per_node": gpus_per_node}
+    params.update({key: value for key, value in optional.items() if value})
     if additional:
         params["additional_parameters"] = dict(additional)
     executor.update_parameters(**params)
     return executor
 
 
-def local_executor(folder: Path, setup: list[str], *, time_min: float) -> Any:
+def local_executor(folder: Path, *, time_min: float) -> Any:
     import submitit
 
     executor = submitit.LocalExecutor(folder=folder, python=shlex.quote(sys.executable))
-    executor.update_parameters(timeout_min=time_min, setup=setup)
+    executor.update_parameters(timeout_min=time_min, setup=package_setup())
     return executor
 
 

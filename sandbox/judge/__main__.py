@@ -1,3 +1,5 @@
+"""`python -m sandbox.judge`: the judge process a backend starts (the trusted side of the boundary)."""
+
 from .server import main
 
 main()

@@ -289,7 +289,8 @@ def submit_slurm(
 
     The token (if any) travels in the job's environment (SANDBOX_TOKEN; sbatch exports the
     submitter's environment), not in submitit's pickle files."""
-    import submitit
+    from ..cluster.layout import ClusterError
+    from ..cluster.scheduler import slurm_executor
 
     token = options.pop("token", None) or os.environ.get(TOKEN_ENV) or None
     check_binding(options.get("host", "127.0.0.1"), token)
@@ -303,20 +304,18 @@ def submit_slurm(
         options["workers"] = cpus
     folder = Path(log_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=0)
-    parameters: dict[str, Any] = {"time": time_min, "cpus_per_task": cpus, "job_name": job_name, "use_srun": False}
-    if partition:
-        parameters["partition"] = partition
-    if mem:
-        parameters["mem"] = mem
-    if additional:
-        parameters["additional_parameters"] = dict(additional)
-    executor.update_parameters(**parameters)
+    # A server that hits its time limit is not resubmitted (max_num_timeout=0): clients would not find it.
+    executor = slurm_executor(folder / "%j", job_name=job_name, time_min=time_min, cpus=cpus, partition=partition,
+                              mem=mem, additional=additional, max_num_timeout=0)
     saved = os.environ.get(TOKEN_ENV)
     try:
         if token:
             os.environ[TOKEN_ENV] = token
-        return executor.submit(_serve_job, options)
+        try:
+            return executor.submit(_serve_job, options)
+        except Exception as exc:  # noqa: BLE001 -- sbatch refused the job: say why in one line
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            raise ClusterError(f"sbatch refused the server's job: {lines[-1] if lines else type(exc).__name__}") from None
     finally:
         if token:
             if saved is None:

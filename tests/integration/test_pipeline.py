@@ -258,11 +258,12 @@ def test_tiny_pipeline_on_slurm(tiny_run, slurm, tmp_path):
     proc = ok(qrpo("run", "tiny-cpu", "--output-dir", str(root), "--executor", "slurm"))
     assert "stages run: generate, grade, build, train, evaluate" in proc.stdout
     jobs = {}
-    for stage in ("generate", "train", "evaluate"):
+    for stage in ("generate", "grade", "train", "evaluate"):  # every stage's work through the one SLURM executor
         lines = (root / "slurm" / stage / "jobs.jsonl").read_text().splitlines()
         jobs[stage] = [json.loads(line)["job_id"] for line in lines]
-    jobs["grade"] = [json.loads(line)["job_id"] for line in (root / "grade" / "shards" / "jobs.jsonl").read_text().splitlines()]
-    assert len(jobs["train"]) == 2 and len(jobs["grade"]) == 2  # one job per run; sandbox.jobs shards
+    assert len(jobs["train"]) == 2 and len(jobs["grade"]) == 2  # one job per run; sandbox.jobs stripes of chunks
+    manifest = json.loads((root / "grade" / "chunks" / "manifest.json").read_text())  # what `qrpo status` reads
+    assert manifest["count"] >= 2 and len(list((root / "grade" / "chunks").glob("chunk-*.jsonl"))) == manifest["count"]
     all_ids = [j for ids in jobs.values() for j in ids]
     states = sacct_states(all_ids)
     assert all(states.get(j) == "COMPLETED" for j in all_ids), states

@@ -57,21 +57,47 @@ def verl_scorer() -> types.ModuleType:
     return importlib.import_module("verl.utils.reward_score.sandbox_fusion")
 
 
+def calls(problem: Problem) -> list[tuple[list, object]]:
+    """A call-based problem's tests as (arguments, expected value), read from their `assert` lines."""
+    out = []
+    for test in problem.tests:
+        node = ast.parse(test.source).body[0]
+        assert isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare)
+        call, expected = node.test.left, ast.literal_eval(node.test.comparators[0])
+        assert isinstance(call, ast.Call)
+        out.append(([ast.literal_eval(a) for a in call.args], expected))
+    return out
+
+
 def verl_cases(problem: Problem) -> dict:
     """The problem's tests as verl's `test_cases`: stdin/stdout, or for call-based problems `fn_name`
     with one JSON argument per input line and the output as verl's wrapper prints it."""
     if problem.kind == "stdio":
         return {"inputs": [t.stdin for t in problem.tests], "outputs": [t.stdout for t in problem.tests]}
     inputs, outputs = [], []
-    for test in problem.tests:
-        node = ast.parse(test.source).body[0]
-        assert isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare)
-        call, expected = node.test.left, ast.literal_eval(node.test.comparators[0])
-        assert isinstance(call, ast.Call)
-        inputs.append("\n".join(json.dumps(ast.literal_eval(a)) for a in call.args))
+    for args, expected in calls(problem):
+        inputs.append("\n".join(json.dumps(a) for a in args))
         outputs.append(str(expected) if isinstance(expected, (int, float, str)) and not isinstance(expected, bool)
                        else json.dumps(expected))
     return {"inputs": inputs, "outputs": outputs, "fn_name": problem.entry_point}
+
+
+def table_programs(problem: Problem) -> tuple[str, str]:
+    """Two programs for any problem, built from its own tests: a lookup table of every test's answer
+    (right on every test) and one that always gives the first test's answer (right only where the
+    answer is the same), fenced as a model would write them. Call-based arguments are keyed by their
+    JSON text, which is what both verl's wrapper (json.loads per line) and our tests' literals give."""
+    if problem.kind == "stdio":
+        table = {t.stdin: t.stdout for t in problem.tests}
+        right = f"import sys\nT = {table!r}\nsys.stdout.write(T.get(sys.stdin.read(), ''))\n"
+        first = f"import sys\nsys.stdin.read()\nsys.stdout.write({problem.tests[0].stdout!r})\n"
+    else:
+        pairs = calls(problem)
+        table = {json.dumps(args): expected for args, expected in pairs}
+        name = problem.entry_point
+        right = f"import json\nT = {table!r}\ndef {name}(*args):\n    return T.get(json.dumps(list(args)))\n"
+        first = f"def {name}(*args):\n    return {pairs[0][1]!r}\n"
+    return f"```python\n{right}```", f"```python\n{first}```"
 
 
 def test_verl_scores_apps_like_our_grader(tmp_path, shared_data) -> None:
@@ -92,6 +118,38 @@ def test_verl_scores_apps_like_our_grader(tmp_path, shared_data) -> None:
             assert score == pytest.approx(mine.pass_rate)
             assert all(m["api_status"] in ("Success", "Failed") for m in metadata)
         assert [r.pass_rate == 1.0 for r in ours] == [True, False, True, False]
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_verl_scores_the_whole_apps_sample_like_our_grader(tmp_path, shared_data) -> None:
+    """Every problem of the APPS sample (stdin and call-based), with two programs built from its tests:
+    verl's scorer through our `/run_code` gives each test the verdict our grader gives it."""
+    backend = backend_or_fail("bubblewrap")
+    scorer = verl_scorer()
+    problems = load_problems(shared_data / APPS).problems
+    rows = [{"task_id": task_id, "completion": program}
+            for task_id, problem in sorted(problems.items()) for program in table_programs(problem)]
+    ours = grade(problems, rows, backend=backend)
+    assert all(r.pass_rate == 1.0 for r in ours[0::2]), [r.task_id for r in ours[0::2] if r.pass_rate != 1.0]
+    assert any(0 < r.pass_rate < 1 for r in ours[1::2]) and any(r.pass_rate == 0 for r in ours[1::2])
+    process, address = start_server(tmp_path, "verl-all", "--problems", str(shared_data / APPS), backend=backend)
+    try:
+        url = f"http://{read_address_file(address)[0]}/run_code"
+        semaphore = threading.Semaphore(16)
+        differ = []
+        for row, mine in zip(rows, ours):
+            problem = problems[row["task_id"]]
+            score, metadata = scorer.compute_score(url, semaphore, 1024, row["completion"], verl_cases(problem), timeout=10)
+            theirs = [m["status"] == "success" for m in metadata]
+            if theirs != [t.verdict is Verdict.PASSED for t in mine.tests] or score != pytest.approx(mine.pass_rate):
+                differ.append((row["task_id"], score, mine.pass_rate))
+            assert all(m["api_status"] in ("Success", "Failed") for m in metadata), (row["task_id"], metadata[:1])
+        kinds = {p.kind for p in problems.values()}
+        print(f"verl vs ours on {len(rows)} programs of {len(problems)} APPS problems ({sorted(kinds)}): "
+              f"{len(rows) - len(differ)} agree on every test")
+        assert not differ, differ[:10]
     finally:
         process.terminate()
         process.wait(15)

@@ -141,7 +141,7 @@ def _grade_pending(ctx: StageContext, units: list[Policy], problems: dict[str, P
     ctx.say(f"grading {len(rows)} samples of {len(pending)} (policy, seed) pairs")
     folder = ctx.layout.stage("evaluate")
     batch = folder / "grading" / fingerprint([f"{u.name}/{s}" for u, s in pending])
-    results = grade_rows(problems, rows, batch, ctx.config, ctx.executor.kind, "evaluate")
+    results = grade_rows(problems, rows, batch, ctx.config, ctx.executor, "evaluate")
     for unit, seed, start, end in spans:
         write_jsonl(unit / f"graded-seed{seed}.jsonl", [result_columns(r) for r in results[start:end]])
     remove_tree(folder / "grading")  # this batch, and any batch an interrupted run left behind

@@ -37,7 +37,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     rows = [{"task_id": t, "completion": c} for t, c in zip(completions["task_id"], completions["completion"])]
     solutions = [{"task_id": t, "completion": s} for t, s in zip(prompts["task_id"], prompts["solution"]) if s]
     folder = ctx.layout.stage("grade")
-    results = grade_rows(problems, rows + solutions, folder, config, ctx.executor.kind, "grade")
+    results = grade_rows(problems, rows + solutions, folder, config, ctx.executor, "grade")
     graded = [result_columns(r) for r in results[: len(rows)]]
     table = completions
     for column in graded[0] if graded else []:
@@ -60,9 +60,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def progress(layout: RunLayout) -> str | None:
-    """For `qrpo status`: saved chunks (local) or finished shards (SLURM): both `sandbox.rundir.Chunks` folders."""
-    for folder, what in (("chunks", "chunks saved"), ("shards", "SLURM shards finished")):
-        found = chunk_progress(layout.stage("grade") / folder)
-        if found is not None:
-            return f"{found[0]}/{found[1]} {what}"
-    return None
+    """For `qrpo status`: the saved chunks (a `sandbox.rundir.Chunks` folder, with either executor)."""
+    found = chunk_progress(layout.stage("grade") / "chunks")
+    return None if found is None else f"{found[0]}/{found[1]} chunks saved"
