@@ -67,9 +67,17 @@ def env() -> dict[str, str]:
     return environment
 
 
+def as_from_a_terminal() -> None:
+    """The child as a terminal starts it: our umask, and SIGINT at its default. A test run started in the
+    background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: Ctrl-C would be a no-op (as it should be for `nohup sandbox grade &`)."""
+    os.umask(UMASK)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.umask(UMASK))
+                            preexec_fn=as_from_a_terminal)
 
 
 def finish(argv: list[str]) -> subprocess.CompletedProcess:

@@ -31,6 +31,7 @@ import pytest
 from click.testing import CliRunner
 
 from qrpo.cli import main as qrpo_main
+from qrpo.pipeline.executor import LocalExecutor
 from sandbox.datasets import BUILTIN_ORDER
 
 from ..conftest import REPO, backend_or_fail
@@ -499,7 +500,7 @@ def test_a_solution_needing_a_preamble_only_import_fails_as_in_the_reference(sha
         assert dataclasses.asdict(problem)["preamble"] == (PRE_CODE if preamble == "pre_code" else
                                                            PRE_CODE + "\n" + loaded.problems[task].preamble)
         results = grade_rows({task: problem}, [{"task_id": task, "completion": row["solution"]}], tmp_path / preamble,
-                             config, "local", "evaluate")
+                             config, LocalExecutor(), "evaluate")
         rewards[preamble] = results[0].pass_rate
     assert rewards == {"pre_code": 0.0, "pre_code+dataset": 1.0}
 

@@ -44,6 +44,9 @@ SOLUTIONS = {"APPS/1607": [QAQ_RIGHT, QAQ_WRONG], "APPS/4724": [DROP_CAP_RIGHT, 
 
 
 def verl_scorer() -> types.ModuleType:
+    name = "verl.utils.reward_score.sandbox_fusion"
+    if name in sys.modules:  # imported by an earlier test: `verl` is then our bare package, without a spec
+        return sys.modules[name]
     spec = importlib.util.find_spec("verl")
     if spec is None or not spec.submodule_search_locations:
         missing("verl is not installed (pip install verl --no-deps)")
@@ -82,22 +85,26 @@ def verl_cases(problem: Problem) -> dict:
     return {"inputs": inputs, "outputs": outputs, "fn_name": problem.entry_point}
 
 
-def table_programs(problem: Problem) -> tuple[str, str]:
-    """Two programs for any problem, built from its own tests: a lookup table of every test's answer
-    (right on every test) and one that always gives the first test's answer (right only where the
-    answer is the same), fenced as a model would write them. Call-based arguments are keyed by their
-    JSON text, which is what both verl's wrapper (json.loads per line) and our tests' literals give."""
+def table_programs(problem: Problem) -> tuple[str, str, str]:
+    """Three programs for any problem, built from its own tests: a lookup table of every test's answer
+    (right on every test), one that always gives the first test's answer (right only where the answer
+    is the same) and one that crashes (wrong everywhere), fenced as a model would write them. Call-based
+    arguments are keyed by their JSON text, which is what both verl's wrapper (json.loads per line) and
+    our tests' literals give."""
     if problem.kind == "stdio":
         table = {t.stdin: t.stdout for t in problem.tests}
         right = f"import sys\nT = {table!r}\nsys.stdout.write(T.get(sys.stdin.read(), ''))\n"
         first = f"import sys\nsys.stdin.read()\nsys.stdout.write({problem.tests[0].stdout!r})\n"
+        crash = "import sys\nsys.stdin.read()\nraise ValueError('no')\n"
     else:
         pairs = calls(problem)
         table = {json.dumps(args): expected for args, expected in pairs}
         name = problem.entry_point
         right = f"import json\nT = {table!r}\ndef {name}(*args):\n    return T.get(json.dumps(list(args)))\n"
         first = f"def {name}(*args):\n    return {pairs[0][1]!r}\n"
-    return f"```python\n{right}```", f"```python\n{first}```"
+        crash = f"def {name}(*args):\n    raise ValueError('no')\n"
+    right, first, crash = (f"```python\n{program}```" for program in (right, first, crash))
+    return right, first, crash
 
 
 def test_verl_scores_apps_like_our_grader(tmp_path, shared_data) -> None:
@@ -132,24 +139,35 @@ def test_verl_scores_the_whole_apps_sample_like_our_grader(tmp_path, shared_data
     rows = [{"task_id": task_id, "completion": program}
             for task_id, problem in sorted(problems.items()) for program in table_programs(problem)]
     ours = grade(problems, rows, backend=backend)
-    assert all(r.pass_rate == 1.0 for r in ours[0::2]), [r.task_id for r in ours[0::2] if r.pass_rate != 1.0]
-    assert any(0 < r.pass_rate < 1 for r in ours[1::2]) and any(r.pass_rate == 0 for r in ours[1::2])
+    assert all(r.pass_rate == 1.0 for r in ours[0::3]), [r.task_id for r in ours[0::3] if r.pass_rate != 1.0]
+    assert sum(0 < r.pass_rate < 1 for r in ours[1::3]) > len(problems) / 2
+    assert all(r.pass_rate == 0 for r in ours[2::3])
     process, address = start_server(tmp_path, "verl-all", "--problems", str(shared_data / APPS), backend=backend)
     try:
         url = f"http://{read_address_file(address)[0]}/run_code"
         semaphore = threading.Semaphore(16)
-        differ = []
-        for row, mine in zip(rows, ours):
+        differ, quirk = [], 0
+        for index, (row, mine) in enumerate(zip(rows, ours)):
             problem = problems[row["task_id"]]
-            score, metadata = scorer.compute_score(url, semaphore, 1024, row["completion"], verl_cases(problem), timeout=10)
+            cases = verl_cases(problem)
+            score, metadata = scorer.compute_score(url, semaphore, 1024, row["completion"], cases, timeout=10)
             theirs = [m["status"] == "success" for m in metadata]
-            if theirs != [t.verdict is Verdict.PASSED for t in mine.tests] or score != pytest.approx(mine.pass_rate):
+            predicted = [t.verdict is Verdict.PASSED for t in mine.tests]
+            if index % 3 == 2 and problem.kind == "function":
+                # verl's quirk, not ours: its call wrapper catches the function's exception, prints nothing and
+                # exits 0 (sandbox_fusion/utils.py: `except Exception:` at line 271, `# sys.exit(1)` left commented
+                # at 289), and an empty stdout equals an expected "" (or "\n") after rstrip (line 427): a program
+                # that raises passes those tests there. Our grader calls it a runtime_error.
+                predicted = [p or out.rstrip("\n") == "" for p, out in zip(predicted, cases["outputs"])]
+                quirk += sum(predicted) - mine.passed
+            if theirs != predicted or score != pytest.approx(sum(predicted) / len(predicted)):
                 differ.append((row["task_id"], score, mine.pass_rate))
             assert all(m["api_status"] in ("Success", "Failed") for m in metadata), (row["task_id"], metadata[:1])
         kinds = {p.kind for p in problems.values()}
         print(f"verl vs ours on {len(rows)} programs of {len(problems)} APPS problems ({sorted(kinds)}): "
-              f"{len(rows) - len(differ)} agree on every test")
+              f"{len(rows) - len(differ)} agree on every test ({quirk} tests passed by verl's wrapper quirk alone)")
         assert not differ, differ[:10]
+        assert quirk > 0  # the quirk is real: the prediction above is not vacuous
     finally:
         process.terminate()
         process.wait(15)
