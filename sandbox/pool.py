@@ -47,7 +47,11 @@ from .worker import Worker, WorkerError
 log = logging.getLogger("sandbox.pool")
 
 DEADLINE_MARGIN_S = 30.0
-LOOKAHEAD_PER_WORKER = 4  # map() keeps this many jobs per worker submitted ahead of the consumer
+# map() keeps this many jobs per worker submitted ahead of the consumer. Results are yielded in input
+# order, so a slow solution at the head holds the window: with 4 a worker, the other judges drained
+# the rest and sat idle behind it (2 judges: -25% throughput on LeetCode solutions, bench/sandbox_scaling.py);
+# 32 keeps them busy. The cost of more: graded but unyielded results an interrupted run grades again.
+LOOKAHEAD_PER_WORKER = 32
 CLOSE_JOIN_S = 10.0
 SLICE_MIN_S = 1.0  # a per_test job yields its judge between tests after max(this, wall_s) seconds
 
@@ -192,7 +196,7 @@ class Pool:
 
     def map(self, jobs: Iterable[Job], total: int | None = None) -> Generator[GradeResult, None, None]:
         """Grade jobs; yield results in input order as they become ready. Jobs are submitted
-        lazily, a few per worker ahead of the consumer; closing the iterator early (or an
+        lazily, LOOKAHEAD_PER_WORKER per worker ahead of the consumer; closing the iterator early (or an
         exception in the consumer) cancels what it submitted and has not yet yielded."""
         self.start()
         window: collections.deque[Future[GradeResult]] = collections.deque()
