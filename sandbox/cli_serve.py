@@ -15,7 +15,6 @@ import click
 
 from .cli_common import FloatIn, IntIn
 from .cli_options import backend_option, limit_options, resolve_backend, workers_option
-from .cluster.layout import ClusterError
 from .problem import CPUS_PER_JOB, SLURM_MINUTES, Limits
 
 
@@ -96,6 +95,7 @@ def serve(host: str, port: int, backend: str, workers: int | None, problem_files
     """
     from . import service
     from .api import limits_from
+    from .cluster.layout import ClusterError
 
     try:
         service.check_binding(host, token)

@@ -53,6 +53,8 @@ class SlurmExecutor:
         self.config = config
 
     def map(self, stage: str, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], job: SlurmJobConfig) -> list[Any]:
+        from sandbox.cluster.scheduler import last_line  # imported here: `qrpo` starts without the cluster code
+
         if not calls:
             return []
         if not shutil.which("sbatch"):
@@ -65,7 +67,8 @@ class SlurmExecutor:
         try:
             jobs = executor.map_array(fn, *zip(*calls))
         except Exception as error:  # noqa: BLE001 -- sbatch refused: say why in one line
-            raise StageError(f"{stage}: submitting {len(calls)} SLURM job(s) failed: {str(error).strip().splitlines()[-1]}; "
+            raise StageError(f"{stage}: submitting {len(calls)} SLURM job(s) failed: "
+                             f"{last_line(str(error), type(error).__name__)}; "
                              "check the slurm section of the config") from None
         for handle in jobs:
             append_jsonl(folder / "jobs.jsonl", {"job_id": str(handle.job_id), "time": time.time()})
@@ -82,6 +85,8 @@ class SlurmExecutor:
                               account=self.config.account, additional=self.config.additional, signal_delay_s=60)
 
     def _wait(self, stage: str, jobs: list[Any]) -> list[Any]:
+        from sandbox.cluster.scheduler import last_line
+
         from .progress import bar as progress_bar
 
         bar = progress_bar(total=len(jobs), desc=f"{stage} (SLURM)", unit="job")
@@ -106,9 +111,8 @@ class SlurmExecutor:
             try:
                 results.append(handle.result())
             except Exception as error:  # noqa: BLE001 -- submitit's FailedJobError and friends
-                lines = [line for line in str(error).strip().splitlines() if line.strip()]
-                last = lines[-1] if lines else type(error).__name__
-                raise StageError(f"{stage}: SLURM job {handle.job_id} failed: {last[:300]} (log: {handle.paths.stderr}); "
+                last = last_line(str(error), type(error).__name__)[:300]
+                raise StageError(f"{stage}: SLURM job {handle.job_id} failed: {last} (log: {handle.paths.stderr}); "
                                  "fix the cause and rerun: finished work is kept") from None
         return results
 

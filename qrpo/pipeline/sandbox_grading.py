@@ -50,8 +50,8 @@ def grade_rows(problems: dict[str, Problem], rows: list[dict[str, Any]], folder:
         return []
     box = config.sandbox
     size = box.chunk_size
-    fp = fingerprint({"problems": {k: p.to_dict() for k, p in sorted(problems.items())}, "rows": rows,
-                      "options": _options(config)})
+    options = _options(config)
+    fp = fingerprint({"problems": {k: p.to_dict() for k, p in sorted(problems.items())}, "rows": rows, "options": options})
     chunks = Chunks(folder / "chunks", fp, math.ceil(len(rows) / size), kind=f"{stage} grades", suffix=".jsonl",
                     fix=f"rerun with --force {stage} to redo the stage")
     pending = chunks.pending()
@@ -62,7 +62,7 @@ def grade_rows(problems: dict[str, Problem], rows: list[dict[str, Any]], folder:
             work = {i: rows[i * size: (i + 1) * size] for i in stripe}
             needed = {r["task_id"] for chunk in work.values() for r in chunk}
             calls.append((str(chunks.folder), fp, chunks.count, {k: problems[k] for k in needed if k in problems}, work,
-                          _options(config) | {"workers": box.workers if executor.kind == "local" else box.cpus_per_job},
+                          options | {"workers": box.workers if executor.kind == "local" else box.cpus_per_job},
                           stage, len(rows)))
         resources = SlurmJobConfig(cpus_per_task=box.cpus_per_job, time_min=math.ceil(box.time_min))
         executor.map(stage, grade_chunks, calls, resources)
@@ -88,18 +88,17 @@ def _options(config: PipelineConfig) -> dict[str, Any]:
 
 
 def grade_chunks(folder: str, fp: str, count: int, problems: dict[str, Problem], work: dict[int, list[dict[str, Any]]],
-                 options: dict[str, Any], stage: str, total: int) -> int:
+                 options: dict[str, Any], stage: str, total: int) -> None:
     """One executor call: grade the chunks in `work` ({index: rows}) with one warm pool and save each one that
     has no sandbox error (the others are graded again by the next run). Chunks saved already are skipped, so
-    a call is idempotent. Returns how many chunks it saved."""
+    a call is idempotent."""
     from sandbox.api import iter_grade
     from sandbox.pool import Pool
 
     chunks = Chunks(folder, fp, count, kind=f"{stage} grades", suffix=".jsonl")
     todo = {i: chunk for i, chunk in work.items() if not chunks.done(i)}
     if not todo:
-        return 0
-    saved = 0
+        return
     bar = progress_bar(total=total, initial=total - sum(len(c) for c in todo.values()), desc=f"{stage}: grading",
                        unit="completion")
     try:
@@ -112,10 +111,8 @@ def grade_chunks(folder: str, fp: str, count: int, problems: dict[str, Problem],
                     bar.update(1)
                 if not any(t.verdict is Verdict.SANDBOX_ERROR for r in results for t in r.tests):
                     chunks.write_rows(index, [r.to_dict() for r in results])
-                    saved += 1
     finally:
         bar.close()
-    return saved
 
 
 def result_columns(result: GradeResult) -> dict[str, Any]:

@@ -191,6 +191,12 @@ def _local_alive(pid: str) -> bool:
     return b"submitit" in cmdline
 
 
+def last_line(text: str, default: str = "") -> str:
+    """The last non-blank line of what sbatch, submitit or a job's log said: where the reason is."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
 def job_error(job: Any) -> str:
     """The last line of the error a submitit job recorded (its result file), else of its stderr."""
     try:
@@ -200,13 +206,11 @@ def job_error(job: Any) -> str:
                 text = str(error)
                 parts = text.split("----------------------\n")
                 trace = parts[1] if len(parts) >= 3 else text
-                lines = [line for line in trace.strip().splitlines() if line.strip()]
-                return lines[-1][:500] if lines else "error"
+                return last_line(trace, "error")[:500]
     except Exception:  # noqa: BLE001, S110 -- an unreadable result file: fall back to the log
         pass
     try:
-        tail = [line for line in job.paths.stderr.read_text(errors="replace").splitlines() if line.strip()]
-        return tail[-1][:500] if tail else ""
+        return last_line(job.paths.stderr.read_text(errors="replace"))[:500]
     except OSError:
         return ""
 

@@ -290,7 +290,7 @@ def submit_slurm(
     The token (if any) travels in the job's environment (SANDBOX_TOKEN; sbatch exports the
     submitter's environment), not in submitit's pickle files."""
     from ..cluster.layout import ClusterError
-    from ..cluster.scheduler import slurm_executor
+    from ..cluster.scheduler import last_line, slurm_executor
 
     token = options.pop("token", None) or os.environ.get(TOKEN_ENV) or None
     check_binding(options.get("host", "127.0.0.1"), token)
@@ -314,8 +314,7 @@ def submit_slurm(
         try:
             return executor.submit(_serve_job, options)
         except Exception as exc:  # noqa: BLE001 -- sbatch refused the job: say why in one line
-            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            raise ClusterError(f"sbatch refused the server's job: {lines[-1] if lines else type(exc).__name__}") from None
+            raise ClusterError(f"sbatch refused the server's job: {last_line(str(exc), type(exc).__name__)}") from None
     finally:
         if token:
             if saved is None:
