@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(root: Path, n: int, ties: list[str], backend: str) -> None:
-    sweep = "[" + ", ".join(f"{{loss_type: qrpo, beta: 0.3, ties: {t}, name: qrpo-{t}}}" for t in ties) + "]"
+    # The demo's QRPO (learn-cpu: identity transform, beta 0.1, its lr and epochs), one run per tie mode.
+    sweep = "[" + ", ".join(f"{{loss_type: qrpo, beta: 0.1, transform: identity, ties: {t}, name: qrpo-{t}}}" for t in ties) + "]"
     sets = [f"generate.num_samples={n}", "build.pairs=null", "evaluate.checkpoints=final", f"train.sweep={sweep}",
             f"sandbox.backend={backend}"]
     args = [sys.executable, "-m", "qrpo.cli", "run", "learn-cpu", "--output-dir", str(root)]

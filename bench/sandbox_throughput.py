@@ -34,7 +34,13 @@ Adding a method: append a `Method(key, label, run)` to `methods()`; `run(workloa
 timing only steady-state work. `judge_method(granularity, workers, backend)` builds one for any judge backend, e.g.
 `Method("d", "apptainer warm pool", judge_method("per_test", backend="apptainer"))`.
 
+With --dataset mbppplus or humanevalplus the workload is that release's canonical solutions on their base +
+plus inputs, and the methods are (a2) / (a2*) our judge per_solution on one / every CPU against (p) / (p*)
+evalplus's own evaluator with one / every worker (bench/evalplus_workload.py); claims (a2)/(p) >= 1.0 and
+(a2*)/(p*) >= 1.0, with the isolation of --backend (bubblewrap for the claim).
+
 Run:   python3 bench/sandbox_throughput.py [--n 120] [--backend process|bubblewrap] [--repeat 1] [--only all] [--json out.json]
+       python3 bench/sandbox_throughput.py --dataset mbppplus --n 400 --backend bubblewrap
 Data:  ../shared/data/leetcode/LeetCodeDataset-v0.3.1-test.jsonl.gz from the repo root, or
        $QRPO_SHARED_DATA/leetcode/... when QRPO_SHARED_DATA (the shared data directory) is set.
 """
@@ -187,6 +193,8 @@ class Workload:
     problems: list[Any]  # sandbox.problem.Problem, each with its canonical solution to grade
     backend: str
     cpus: int
+    dataset: str = "leetcode"  # or one of evalplus_workload.DATASETS
+    source: Path | None = None  # the file the problems came from (evalplus reads the same one)
 
     @property
     def tests(self) -> int:
@@ -403,9 +411,26 @@ def overhead_method(workload: Workload) -> Measurement:
     )
 
 
-def methods() -> list[Method]:
+# The MBPP+ / HumanEval+ workload (--dataset): our judge against evalplus's evaluator, base + plus inputs.
+PLUS_TARGETS = (("a2", "p", 1.0), ("a2*", "p*", 1.0))
+
+
+def plus_methods() -> list[Method]:
+    from evalplus_workload import evalplus_method
+
+    return [
+        Method("a2", "judge per_solution", judge_method("per_solution")),
+        Method("p", "evalplus evaluate()", evalplus_method(1)),
+        Method("a2*", "judge per_solution, all CPUs", judge_method("per_solution", workers=None), workers=lambda w: w.cpus),
+        Method("p*", "evalplus evaluate(), all CPUs", evalplus_method(None), workers=lambda w: w.cpus),
+    ]
+
+
+def methods(dataset: str = "leetcode") -> list[Method]:
     """The methods measured, in order. (d) apptainer warm pool and (e) `apptainer exec` per
     solution go here."""
+    if dataset != "leetcode":
+        return plus_methods()
     return [
         Method("a", "judge per_test", judge_method("per_test")),
         Method("a2", "judge per_solution", judge_method("per_solution")),
@@ -426,9 +451,15 @@ def data_file() -> Path:
     return base / DATA_FILE
 
 
-def load_workload(n: int, backend: str) -> Workload:
+def load_workload(n: int, backend: str, dataset: str = "leetcode") -> Workload:
     from sandbox.datasets import load_problems
     from sandbox.pool import default_workers
+
+    if dataset != "leetcode":
+        import evalplus_workload
+
+        problems, source = evalplus_workload.load_problems(dataset, n, backend)
+        return Workload(problems, backend, default_workers(), dataset, source)
 
     path = data_file()
     if not path.exists():
@@ -444,7 +475,9 @@ def _rate(count: float, seconds: float) -> float:
 
 def report(workload: Workload, table: list[Method], repeat: int, elapsed: float, load: tuple[float, float]) -> dict[str, Any]:
     done = {m.key: m for m in table if m.best}
-    base_b, base_c = done.get("b"), done.get("c")
+    plus = workload.dataset != "leetcode"
+    key_b, key_c = ("p", "p*") if plus else ("b", "c")  # the two baselines each row is compared with
+    base_b, base_c = done.get(key_b), done.get(key_c)
 
     def ratio(m: Method, base: Method | None) -> float:
         if not (m.best and base and base.best):
@@ -453,7 +486,8 @@ def report(workload: Workload, table: list[Method], repeat: int, elapsed: float,
 
     rows = []
     print()
-    print(f"{'method':<34} {'workers':>7} {'solutions/s':>12} {'tests/s':>10} {'vs (b)':>8} {'vs (c)':>8} {'pass=1.0':>9}")
+    vs_b, vs_c = f"vs ({key_b})", f"vs ({key_c})"
+    print(f"{'method':<34} {'workers':>7} {'solutions/s':>12} {'tests/s':>10} {vs_b:>8} {vs_c:>8} {'pass=1.0':>9}")
     for m in table:
         if not m.best:
             continue
@@ -463,20 +497,21 @@ def report(workload: Workload, table: list[Method], repeat: int, elapsed: float,
             "key": m.key, "label": m.label, "workers": m.worker_count(workload),
             "solutions": b.solutions, "tests": b.tests, "seconds": b.seconds,
             "solutions_per_s": _rate(b.solutions, b.seconds), "tests_per_s": _rate(b.tests, b.seconds),
-            "ratio_to_b": ratio(m, base_b), "ratio_to_c": ratio(m, base_c),
+            f"ratio_to_{key_b}": ratio(m, base_b), f"ratio_to_{key_c}": ratio(m, base_c),
             "all_passed": full, "failed": [p.task_id for p, r in zip(workload.problems, b.pass_rates or []) if r != 1.0],
             "info": m.info,
         }
         rows.append(row)
         passed = "n/a" if full is None else f"{full}/{b.solutions}"
-        to_b, to_c = (f"{x:.2f}x" if x == x else "-" for x in (row["ratio_to_b"], row["ratio_to_c"]))  # x != x: NaN, no base
+        ratios = (row[f"ratio_to_{key_b}"], row[f"ratio_to_{key_c}"])
+        to_b, to_c = (f"{x:.2f}x" if x == x else "-" for x in ratios)  # x != x: NaN, no base
         print(
             f"{'(' + m.key + ') ' + m.label:<34} {row['workers']:>7} {row['solutions_per_s']:>12.1f} {row['tests_per_s']:>10.0f} "
             f"{to_b:>8} {to_c:>8} {passed:>9}"
         )
     print()
     targets = []
-    for num, den, minimum in TARGETS:
+    for num, den, minimum in PLUS_TARGETS if plus else TARGETS:
         if num in done and den in done:
             value = ratio(done[num], done[den])
             ok = value >= minimum
@@ -492,7 +527,8 @@ def report(workload: Workload, table: list[Method], repeat: int, elapsed: float,
             print(f"  ({m.key}) {json.dumps(m.info, default=str)}")
     print(f"load average {load[0]:.2f} at start, {load[1]:.2f} at end; whole run {elapsed:.0f} s")
     return {
-        "data": str(data_file()), "n": len(workload.problems), "tests": workload.tests, "backend": workload.backend,
+        "data": str(workload.source or data_file()), "dataset": workload.dataset,
+        "n": len(workload.problems), "tests": workload.tests, "backend": workload.backend,
         "cpus": workload.cpus, "repeat": repeat, "python": sys.version.split()[0], "methods": rows, "targets": targets,
         "sanity_all_passed": sane, "load_average": list(load), "elapsed_s": elapsed,
         "note": "steady state: pools/harness warmed (workers started, 2 solutions per worker graded) before timing; "
@@ -522,19 +558,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Comma-separated method keys to run, e.g. a,b,f; 'all' adds the (f) reference to the default set.",
     )
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers here as JSON.")
-    def cli(n: int, backend: str, repeat: int, only: str, json_path: str | None) -> None:
+    @click.option(
+        "--dataset",
+        type=click.Choice(["leetcode", "mbppplus", "humanevalplus"]),
+        default="leetcode",
+        show_default=True,
+        help="mbppplus / humanevalplus: the plus workload, our judge against evalplus's evaluator on base + plus inputs "
+        "(the first --n problems).",
+    )
+    def cli(n: int, backend: str, repeat: int, only: str, json_path: str | None, dataset: str) -> None:
         sys.path.insert(0, str(ROOT))
         t0 = time.perf_counter()
         load0 = os.getloadavg()[0]
-        workload = load_workload(n, backend)
+        workload = load_workload(n, backend, dataset)
         keys = only.split(",") if only else []
-        table = [m for m in methods() if (m.default if not keys else ("all" in keys or m.key in keys))]
+        table = [m for m in methods(dataset) if (m.default if not keys else ("all" in keys or m.key in keys))]
         if not table:
             raise click.BadParameter(
-                f"no method has a key in {only!r}; keys: {', '.join(m.key for m in methods())}", param_hint="--only"
+                f"no method has a key in {only!r}; keys: {', '.join(m.key for m in methods(dataset))}", param_hint="--only"
             )
-        print(f"{len(workload.problems)} LeetCode v0.3.1-test canonical solutions, {workload.tests} tests "
-              f"(excluding {', '.join(SLOW_PROBLEMS)}); backend {backend}; {workload.cpus} CPUs; "
+        what = (f"{dataset} canonical solutions (base + plus inputs), {workload.tests} tests, from {workload.source}"
+                if dataset != "leetcode" else
+                f"LeetCode v0.3.1-test canonical solutions, {workload.tests} tests (excluding {', '.join(SLOW_PROBLEMS)})")
+        print(f"{len(workload.problems)} {what}; backend {backend}; {workload.cpus} CPUs; "
               f"Python {sys.version.split()[0]}; repeat {repeat}")
         print("Timing is steady state: each method's pool (or harness) is started and graded a couple of solutions "
               "per worker before its clock starts.")

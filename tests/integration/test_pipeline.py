@@ -134,6 +134,7 @@ def test_tiny_pipeline_end_to_end_through_apptainer(tiny_run):
 
     # train: both runs of the sweep finished, with checkpoints; QRPO batches pairs as DPO does (the reference):
     # 14 prompts x 4 pairs at 8 pairs per step
+    assert "training 2 run(s): qrpo-beta0.1, dpo-beta0.1" in proc.stdout + proc.stderr
     for run in ("qrpo-beta0.1", "dpo-beta0.1"):
         model = root / "train" / run / "model"
         assert (model / "trainer_state.json").is_file() and list(model.glob("checkpoint-*"))

@@ -64,7 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if finished:
         ctx.say(f"{len(finished)} run(s) finished already: {', '.join(finished)}")
     if calls:
-        ctx.say(f"training {len(calls)} run(s): {', '.join(Path(c[0]).parent.name for c in calls)}")
+        ctx.say(f"training {len(calls)} run(s): {', '.join(Path(c[1]).parent.name for c in calls)}")
         ctx.executor.map("train", launch_run, calls, config.slurm.train)
     missing = [r.name for r in runs if not (ctx.layout.trained_model(r.name) / "trainer_state.json").is_file()]
     if missing:
