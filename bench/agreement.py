@@ -235,8 +235,9 @@ def _human_eval_one(problem: dict[str, Any], code: str) -> dict[str, Any]:
 def _leetcode_one(row: dict[str, Any], code: str) -> dict[str, Any]:
     program = f"{row['prompt']}\n{code}\n{row['test']}\ncheck({row['entry_point']})\n"
     with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "check.py").write_text(program, encoding="utf-8")  # some tests are longer than a command line may be
         try:
-            proc = subprocess.run([sys.executable, "-c", program], cwd=tmp, capture_output=True, text=True, timeout=30)
+            proc = subprocess.run([sys.executable, "check.py"], cwd=tmp, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
             return {"base": False, "plus": False, "detail": "timeout (30 s)"}
     ok = proc.returncode == 0

@@ -162,17 +162,17 @@ class FunctionTests:
         if self.failure is not None:
             raise self.failure
         helpers = self.session.prepared.helpers
-        try:
-            message = {"op": "call", "args": codec.encode(list(args), helpers), "kwargs": codec.encode(dict(kwargs), helpers),
-                       "last": self.single_call}
-        except codec.TooLarge as exc:
-            raise self.fail(RUNTIME_ERROR, f"the arguments of a call are too large to send: {exc}") from None
-        except codec.EncodeError as exc:
-            self.needs_opaque = True
-            raise NeedsOpaque(str(exc)) from None
-        if self.prefetched is not None:
+        if self.prefetched is not None:  # the answer to this call, sent in a batch: its arguments were encoded then
             answer, self.prefetched = self.prefetched, None
         else:
+            try:
+                message = {"op": "call", "args": codec.encode(list(args), helpers),
+                           "kwargs": codec.encode(dict(kwargs), helpers), "last": self.single_call}
+            except codec.TooLarge as exc:
+                raise self.fail(RUNTIME_ERROR, f"the arguments of a call are too large to send: {exc}") from None
+            except codec.EncodeError as exc:
+                self.needs_opaque = True
+                raise NeedsOpaque(str(exc)) from None
             answer = self._request(message)
         if isinstance(answer, frames.Raised):
             raised = solution_exception(answer)

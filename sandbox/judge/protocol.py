@@ -165,8 +165,9 @@ class Reader:
             self._fill(deadline)
         body = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
         del self.buffer[:_HEADER.size + size]
-        if max_containers is not None and body.count(b"[") + body.count(b"{") > max_containers:
+        # A body holds at most one bracket or comma per byte: a short one needs no counting.
+        if max_containers is not None and size > max_containers and body.count(b"[") + body.count(b"{") > max_containers:
             raise Malformed(f"message holds more than {max_containers} arrays and objects")
-        if max_commas is not None and body.count(b",") > max_commas:
+        if max_commas is not None and size > max_commas and body.count(b",") > max_commas:
             raise Malformed(f"message holds more than {max_commas} values")
         return _parse(body)
