@@ -46,7 +46,12 @@ def dumps(message: dict[str, Any]) -> bytes:
 def write_message(fd: int, message: dict[str, Any], deadline: float | None = None) -> None:
     """Write one message. With a `deadline` (a time.monotonic() value) `fd` must be
     non-blocking: a peer that stops reading then costs at most the time left (`Timeout`)."""
-    data = memoryview(dumps(message))
+    write_data(fd, dumps(message), deadline)
+
+
+def write_data(fd: int, message: bytes, deadline: float | None = None) -> None:
+    """`write_message` of a message already made by `dumps`."""
+    data = memoryview(message)
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     while data:

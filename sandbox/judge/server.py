@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import hashlib
 import importlib
 import json
@@ -36,6 +37,12 @@ from .verdicts import MEMORY, PASSED, RUNTIME_ERROR, SANDBOX_ERROR, TIMEOUT, WRO
 from .world import die_with_parent, set_dumpable
 
 BATCH = 256  # calls sent to a runner in one message
+# While the runner answers a batch, the next one is sent ahead once at most this many of its calls
+# are left, so the runner never waits for the judge. Only a message that fits in a pipe's default
+# buffer (64 KiB) is sent ahead: the runner took the batch before off the pipe, so the write cannot
+# block while the runner is busy (one that shrinks its pipe only times out itself).
+AHEAD_AT = BATCH // 2
+AHEAD_BYTES = 60_000
 JUDGE_MEMORY_MB = 3072  # the judge's own address space (soft RLIMIT_AS, set once its zygote runs)
 
 
@@ -53,6 +60,26 @@ def prepare_namespace(problem: dict[str, Any]) -> PreparedProblem:
     return PreparedProblem(namespace, codec.helper_classes(namespace), [], error)
 
 
+SHORT_TEST = 1000  # characters: short test sources are cached compiled (`_compiled`)
+
+
+def _compiled(source: str, candidate: str) -> tuple[checks.TestForm | None, Any]:
+    """A function test's form and code, from one parse. Short sources come from a cache: datasets
+    repeat them across problems (every evalplus problem's i-th test is the same line), and neither
+    result is ever mutated. Long ones (literal data) rarely repeat and would hold their trees."""
+    return _compiled_short(source, candidate) if len(source) <= SHORT_TEST else _compile(source, candidate)
+
+
+def _compile(source: str, candidate: str) -> tuple[checks.TestForm | None, Any]:
+    try:
+        return checks.classify(ast.parse(source), candidate), compile(source, "<test>", "exec")  # faster than from the tree
+    except (SyntaxError, ValueError):
+        return None, None
+
+
+_compiled_short = functools.lru_cache(maxsize=8192)(_compile)
+
+
 def prepare_tests(problem: dict[str, Any], namespace: dict[str, Any]) -> list[PreparedTest]:
     """Compile each test from one parse and decide how it runs. Standard-library modules the
     tests name but nobody imported are imported: in the reference harnesses tests share the
@@ -67,11 +94,7 @@ def prepare_tests(problem: dict[str, Any], namespace: dict[str, Any]) -> list[Pr
         form = None
         code = None
         if test["kind"] == "function":
-            try:
-                form = checks.classify(ast.parse(source), candidate)
-                code = compile(source, "<test>", "exec")  # from source: faster than from the tree
-            except (SyntaxError, ValueError):
-                form = code = None
+            form, code = _compiled(source, candidate)
         if form is None:
             tests.append(PreparedTest(source, code, True, False))
         else:
@@ -229,6 +252,8 @@ class Judge:
             namespace[entry_point] = proxy
         results: list[dict[str, Any]] = []
         batched: list[int] = []  # test ids of sent calls whose answers are still to read
+        newest = 0  # the first test id of the newest batch: once it is answered, the runner holds that batch
+        ahead = True  # send batches ahead (off for this solution once one is over AHEAD_BYTES)
         for index, test in enumerate(prepared.tests):
             if self._slice_over(results, yield_at):
                 break  # calls sent ahead die with the runner when the session closes
@@ -244,6 +269,7 @@ class Judge:
                 except SolutionFailure as failure:
                     results.append(_result(failure.verdict, failure.detail, time.monotonic() - t0))
                     continue
+                newest = batched[0] if batched else newest
             if batched:
                 test_id = batched.pop(0)
                 try:
@@ -259,15 +285,27 @@ class Judge:
             verdict, detail, trusted = tests.run_test(test, namespace)
             tests.prefetched = None
             results.append(_result(verdict, detail, time.monotonic() - t0, trusted))
+            following = index + 1 + len(batched)
+            if (ahead and batched and len(batched) <= AHEAD_AT and session.alive and session.answered(newest)
+                    and following < len(prepared.tests) and prepared.tests[following].prefetchable):
+                try:
+                    more = self._send_batch(session, prepared.tests[following:], namespace, tests, AHEAD_BYTES)
+                except SolutionFailure:
+                    continue  # it stopped reading: the next receive reports how it ended
+                ahead = bool(more)
+                if more:
+                    batched += more
+                    newest = more[0]
         return results
 
     @staticmethod
     def _send_batch(session: Session, tests: list[PreparedTest], namespace: dict[str, Any],
-                    runner: FunctionTests) -> list[int]:
+                    runner: FunctionTests, max_bytes: int | None = None) -> list[int]:
         """Send the calls of the next run of tests whose arguments are known ahead, in one
         message; the runner streams the answers back, one per call, each under its own wall
         limit. The arguments are captured by running the test with a recorder in place of the
-        candidate, which stops it at the call. Returns the test ids of the calls sent."""
+        candidate, which stops it at the call. Returns the test ids of the calls sent: none when
+        the message would be over `max_bytes`."""
         calls: list[dict[str, Any]] = []
         ids: list[int] = []
         helpers = session.prepared.helpers
@@ -287,7 +325,10 @@ class Judge:
             finally:
                 runner.recording = False
         if calls:
-            session.send({"op": "batch", "calls": calls})  # SolutionFailure: it stopped reading
+            data = protocol.dumps({"op": "batch", "calls": calls})
+            if max_bytes is not None and len(data) > max_bytes:
+                return []
+            session.send_data(data)  # SolutionFailure: it stopped reading
         return ids
 
     def _stdio(self, session: Session, deadline: float, yield_at: float | None = None) -> list[dict[str, Any]]:

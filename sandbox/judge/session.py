@@ -134,6 +134,7 @@ class Session:
         self.spawns = 0
         self.status_fd = -1
         self.next_test = 0
+        self.last_answered = 0  # the latest test id whose answer was read
         self.per_solution = request.get("granularity") == "per_solution"
         self.watch = treewatch.TreeWatch(int(self.limits["memory_mb"]), float(self.limits["cpu_s"]))
 
@@ -147,6 +148,10 @@ class Session:
     def new_test(self) -> int:
         self.next_test += 1
         return self.next_test
+
+    def answered(self, test: int) -> bool:
+        """An answer to `test` or a later one was read (the runner took its request)."""
+        return self.last_answered >= test
 
     def spawn(self) -> None:
         """Start a runner and send it the solution; it loads while we do other work."""
@@ -263,8 +268,12 @@ class Session:
 
     def send(self, message: dict[str, Any], quiet: bool = False) -> None:
         """Send a request; a runner that stops reading is killed (a timeout for the solution)."""
+        self.send_data(protocol.dumps(message), quiet)
+
+    def send_data(self, data: bytes, quiet: bool = False) -> None:
+        """`send` of a message already made by `protocol.dumps`."""
         try:
-            protocol.write_message(self.out_fd, message, time.monotonic() + WRITE_GRACE_S)
+            protocol.write_data(self.out_fd, data, time.monotonic() + WRITE_GRACE_S)
         except protocol.Timeout:
             self.kill()
             if not quiet:
@@ -298,6 +307,7 @@ class Session:
                 self.kill()
                 raise SolutionFailure(*exit_verdict(status)) from None
             if answer.test == test:
+                self.last_answered = test
                 return answer
             if answer.test > test:
                 self.kill()
