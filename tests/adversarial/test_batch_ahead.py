@@ -14,8 +14,6 @@ import pytest
 from sandbox.pool import Job, Pool
 from sandbox.problem import GradeResult, Limits, Problem, Test
 
-from ..conftest import BACKENDS, backend_or_fail
-
 N = 700  # > 2 batches of 256, so batches are sent ahead several times
 SQUARE = Problem(
     task_id="square",
@@ -34,12 +32,14 @@ def square(x):
 """
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def pool(request: pytest.FixtureRequest) -> Iterator[Pool]:
-    name = backend_or_fail(request.param)
-    with Pool(name, workers=1, max_attempts=1) as pool:
-        yield pool
-    assert pool.restarts == 0, f"a solution restarted the judge on {name}"
+@pytest.fixture(scope="module")
+def pool(backend: str) -> Iterator[Pool]:
+    """One judge per backend (conftest's `backend`: every backend, none skipped in CI)."""
+    judges = Pool(backend, workers=1, max_attempts=1)
+    judges.start()
+    yield judges
+    judges.close()
+    assert judges.restarts == 0, f"a solution restarted the judge on {backend}"
 
 
 def grade(pool: Pool, code: str, granularity: str = "per_solution") -> GradeResult:
