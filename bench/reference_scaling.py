@@ -4,9 +4,9 @@ tie modes compared.
 
     python3 bench/reference_scaling.py [--ns 2 4 8 16 32] [--ties upper random mid] [--out runs/reference-scaling]
 
-For each N: `qrpo run learn-cpu` with generate.num_samples=N (QRPO only, pointwise rows, the final checkpoint,
-3 seeds), the model and prepared prompts shared; for each tie mode a training run of its own on the same
-completions. The baseline measured in the same run is the reference policy (N does not change it): each row
+For each N: `qrpo run learn-cpu` on --prompts training prompts with generate.num_samples=N (QRPO only, pointwise
+rows, the final checkpoint, 3 seeds), the model and prepared prompts shared; for each tie mode a training run of
+its own on the same completions. The baseline measured in the same run is the reference policy (N does not change it): each row
 prints the gain over it. Writes `scaling.json`, `scaling.md` (a table) and `scaling.png` under --out.
 """
 
@@ -22,11 +22,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(root: Path, n: int, ties: list[str], backend: str) -> None:
+def run(root: Path, n: int, ties: list[str], backend: str, prompts: int) -> None:
     # The demo's QRPO (learn-cpu: identity transform, beta 0.1, its lr and epochs), one run per tie mode.
     sweep = "[" + ", ".join(f"{{loss_type: qrpo, beta: 0.1, transform: identity, ties: {t}, name: qrpo-{t}}}" for t in ties) + "]"
-    sets = [f"generate.num_samples={n}", "build.pairs=null", "evaluate.checkpoints=final", f"train.sweep={sweep}",
-            f"sandbox.backend={backend}"]
+    # 128 training prompts (the demo takes all 543): 5 values of N x 3 tie modes then fit in ~15 minutes on 2 CPUs.
+    sets = [f"data.train.limit={prompts}", f"generate.num_samples={n}", "build.pairs=null", "evaluate.checkpoints=final",
+            f"train.sweep={sweep}", f"sandbox.backend={backend}"]
     args = [sys.executable, "-m", "qrpo.cli", "run", "learn-cpu", "--output-dir", str(root)]
     for item in sets:
         args += ["--set", item]
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--ns", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     parser.add_argument("--ties", nargs="+", default=["upper", "random", "mid"])
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--prompts", type=int, default=128, help="training prompts (the demo's config takes all 543)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "reference-scaling")
     opts = parser.parse_args()
     rows = []
@@ -47,7 +49,7 @@ def main() -> None:
         if first is not None and not root.exists():
             for stage in ("model", "prepare"):
                 shutil.copytree(first / stage, root / stage)
-        run(root, n, opts.ties, opts.backend)
+        run(root, n, opts.ties, opts.backend, opts.prompts)
         first = first or root
         report = json.loads((root / "evaluate" / "report.json").read_text())
         grade_s = json.loads((root / "grade" / "stage.json").read_text())["seconds"]

@@ -43,6 +43,7 @@ BATCH = 256  # calls sent to a runner in one message
 # block while the runner is busy (one that shrinks its pipe only times out itself).
 AHEAD_AT = BATCH // 2
 AHEAD_BYTES = 60_000
+NO_KWARGS = codec.encode({})  # what almost every call sends: encoded once
 JUDGE_MEMORY_MB = 3072  # the judge's own address space (soft RLIMIT_AS, set once its zygote runs)
 
 
@@ -317,7 +318,8 @@ class Judge:
                 exec(test.code, namespace)
                 break  # the test did not reach its call: run it on its own
             except Captured as captured:
-                call = {"args": codec.encode(list(captured.call_args), helpers), "kwargs": codec.encode(captured.kwargs, helpers)}
+                kwargs = codec.encode(captured.kwargs, helpers) if captured.kwargs else NO_KWARGS
+                call = {"args": codec.encode(list(captured.call_args), helpers), "kwargs": kwargs}
                 ids.append(session.new_test())
                 calls.append({"test": ids[-1], **call})
             except Exception:  # noqa: BLE001  not plain data, or the arguments fail: that test runs on its own
