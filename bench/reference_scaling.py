@@ -6,8 +6,8 @@ tie modes compared.
 
 For each N: `qrpo run learn-cpu` on --prompts training prompts with generate.num_samples=N (QRPO only, pointwise
 rows, the final checkpoint, 3 seeds), the model and prepared prompts shared; for each tie mode a training run of
-its own on the same completions. The baseline measured in the same run is the reference policy (N does not change it): each row
-prints the gain over it. Writes `scaling.json`, `scaling.md` (a table) and `scaling.png` under --out.
+its own on the same completions. The baseline measured in the same run is the reference policy (N does not
+change it): each row prints the gain over it. Writes `scaling.json`, `scaling.md` (a table) and `scaling.png` under --out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 def run(root: Path, n: int, ties: list[str], backend: str, prompts: int) -> None:
     # The demo's QRPO (learn-cpu: identity transform, beta 0.1, its lr and epochs), one run per tie mode.
     sweep = "[" + ", ".join(f"{{loss_type: qrpo, beta: 0.1, transform: identity, ties: {t}, name: qrpo-{t}}}" for t in ties) + "]"
-    # 128 training prompts (the demo takes all 543): 5 values of N x 3 tie modes then fit in ~15 minutes on 2 CPUs.
+    # `prompts` training prompts (default 128; the demo takes all 543): 5 values of N x 3 tie modes then fit in
+    # ~15 minutes on 2 CPUs.
     sets = [f"data.train.limit={prompts}", f"generate.num_samples={n}", "build.pairs=null", "evaluate.checkpoints=final",
             f"train.sweep={sweep}", f"sandbox.backend={backend}"]
     args = [sys.executable, "-m", "qrpo.cli", "run", "learn-cpu", "--output-dir", str(root)]

@@ -538,6 +538,7 @@ def report(workload: Workload, table: list[Method], repeat: int, elapsed: float,
 
 def main(argv: Sequence[str] | None = None) -> None:
     import click
+    from evalplus_workload import DATASETS  # here, not at the top: the (b) harness imports this file with -I
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0])
     @click.option(
@@ -560,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the numbers here as JSON.")
     @click.option(
         "--dataset",
-        type=click.Choice(["leetcode", "mbppplus", "humanevalplus"]),
+        type=click.Choice(["leetcode", *DATASETS]),
         default="leetcode",
         show_default=True,
         help="mbppplus / humanevalplus: the plus workload, our judge against evalplus's evaluator on base + plus inputs "
