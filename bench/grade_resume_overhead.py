@@ -63,8 +63,8 @@ def main() -> None:
 
         def streamed() -> None:
             with PartialOutput(out, "bench", len(dicts)) as part:
-                for row in dicts:
-                    part.append(row)
+                for index, row in enumerate(dicts):
+                    part.append(index, row)
             with PartialOutput(out, "bench", len(dicts)) as part:  # a rerun scans the partial file
                 assert part.done == len(dicts)
                 part.finish()

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any
 
 from .backends import Backend
 from .datasets import LoadedProblems, RowError, load_problems, read_jsonl
 from .extract import Policy, completion_code
-from .pool import Job, Pool
+from .pool import Completed, Job, Pool
 from .problem import GradeResult, Granularity, Limits, Problem, Verdict
 
 ProblemsLike = str | os.PathLike[str] | LoadedProblems | Mapping[str, Problem] | Iterable[Problem | Mapping[str, Any]]
@@ -117,22 +117,91 @@ def iter_grade(
     table = as_problems(problems, max_tests=max_tests, min_tests=min_tests, tests=tests, format=format, adapter=adapter)
     if limits is not None and (cpu, memory, wall) != (None, None, None):
         raise TypeError("pass limits= or cpu=/memory=/wall=, not both")
-    limits = limits or limits_from(cpu, memory, wall)
-    if limits is not None:
-        table = {k: p.with_limits(limits) for k, p in table.items()}
-    rows = list(completion_rows(completions))
     owned = pool is None
     pool = pool or Pool(backend, workers=workers, progress=progress)
     try:
-        table = expected_outputs_for(table, rows, pool)
+        ready, jobs, count = prepare(table, completions, pool, range(skip), limits or limits_from(cpu, memory, wall),
+                                     granularity, extract, details)
     except BaseException:
         if owned:
             pool.close()
         raise
+    graded = pool.map(jobs, total=len(jobs))
+    try:
+        for index in range(skip, count):
+            yield ready.pop(index) if index in ready else next(graded)
+    finally:
+        graded.close()  # cancels this call's unfinished jobs on a shared pool
+        if owned:
+            pool.close()
+
+
+class AsCompleted:
+    """`grade_as_completed`'s results: (row index, GradeResult) as each finishes. Iterate it, or poll
+    with `wait(timeout)` and `finished()` (as `sandbox.pool.Completed`); `close()` (or `with`) stops."""
+
+    def __init__(self, ready: dict[int, GradeResult], stream: Completed, pool: Pool, owned: bool) -> None:
+        self._ready, self._stream, self._pool, self._owned = ready, stream, pool, owned
+
+    def __iter__(self) -> AsCompleted:
+        return self
+
+    def __next__(self) -> tuple[int, GradeResult]:
+        if self._ready:
+            return self._ready.popitem()
+        job, result = next(self._stream)
+        return job.index, result
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._ready) or self._stream.wait(timeout)
+
+    def finished(self) -> Iterator[tuple[int, GradeResult]]:
+        while self._ready:
+            yield self._ready.popitem()
+        for job, result in self._stream.finished():
+            yield job.index, result
+
+    def __enter__(self) -> AsCompleted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+        if self._owned:
+            self._pool.close()
+
+
+def grade_as_completed(problems: ProblemsLike, completions: CompletionsLike, *, leave_out: Container[int] = (),
+                       backend: str | Backend = "auto", workers: int | None = None, granularity: Granularity = "per_test",
+                       extract: Policy = "auto", limits: Limits | None = None, progress: bool = False,
+                       details: bool = False) -> AsCompleted:
+    """Grade the completions rows whose 0-based index is not in `leave_out`, yielding (index, result)
+    as each finishes: what a resumable `sandbox grade` records, so that an interrupt loses only the
+    solutions being graded, never finished ones held back behind a slow one."""
+    pool = Pool(backend, workers=workers, progress=progress)
+    try:
+        ready, jobs, _ = prepare(as_problems(problems), completions, pool, leave_out, limits, granularity, extract, details)
+        return AsCompleted(ready, pool.as_completed(jobs, total=len(jobs)), pool, owned=True)
+    except BaseException:
+        pool.close()
+        raise
+
+
+def prepare(table: dict[str, Problem], completions: CompletionsLike, pool: Pool, leave_out: Container[int],
+            limits: Limits | None, granularity: Granularity, extract: Policy,
+            details: bool) -> tuple[dict[int, GradeResult], list[Job], int]:
+    """The rows not left out as final results (bad rows, no code: {index: result}) and Jobs; the row count.
+    Problems get `limits` (None: their own) and, for HumanEval+ / MBPP+, their expected outputs."""
+    if limits is not None:
+        table = {k: p.with_limits(limits) for k, p in table.items()}
+    rows = list(completion_rows(completions))
+    table = expected_outputs_for(table, [r for i, r in enumerate(rows) if i not in leave_out], pool)
     ready: dict[int, GradeResult] = {}
     jobs: list[Job] = []
     for index, (rowno, row) in enumerate(rows):
-        if index < skip:
+        if index in leave_out:
             continue
         result_or_job = job_for_row(index, rowno, row, table, granularity, extract)
         if isinstance(result_or_job, GradeResult):
@@ -140,14 +209,7 @@ def iter_grade(
         else:
             result_or_job.details = details  # with details, failures describe the expected value (off for RL)
             jobs.append(result_or_job)
-    graded = pool.map(jobs, total=len(jobs))
-    try:
-        for index in range(skip, len(rows)):
-            yield ready.pop(index) if index in ready else next(graded)
-    finally:
-        graded.close()  # cancels this call's unfinished jobs on a shared pool
-        if owned:
-            pool.close()
+    return ready, jobs, len(rows)
 
 
 def expected_outputs_for(table: dict[str, Problem], rows: list[tuple[int, Any]], pool: Pool) -> dict[str, Problem]:

@@ -48,6 +48,7 @@ from .problem import (
 from .rundir import read_jsonl, write_atomic
 
 MAX_LISTED = 20  # invalid rows listed by the summary; the rest are counted
+POLL_S = 0.1  # how soon a resumable grade notices Ctrl-C / SIGTERM while every judge is busy
 
 
 def not_graded(result: GradeResult) -> bool:
@@ -251,7 +252,9 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
     """Grade in this process, streaming rows to OUTPUT.partial; resume from it; write OUTPUT."""
     import dataclasses
 
-    from .api import iter_grade
+    from .api import grade_as_completed
+    from .datasets import read_jsonl
+    from .metrics import result_row
     from .partial import PartialOutput, file_digest
     from .rundir import LockedError, StaleError, fingerprint
 
@@ -264,39 +267,61 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
         part.__enter__()
     except (StaleError, LockedError) as exc:
         raise click.UsageError(str(exc)) from None
-    with _sigterm_as_interrupt(), contextlib.closing(part):
+    interrupts = _Interrupts()
+    with interrupts, contextlib.closing(part):
         if part.done:
             click.echo(f"resuming: {part.done} of {total} rows were graded before ({part.path})", err=True)
+        rows_in = [row for _, row in read_jsonl(completions)]  # extra fields are copied to the output
         try:
-            from itertools import islice
-
-            from .datasets import read_jsonl
-            from .metrics import result_row
-
-            rows_in = islice((row for _, row in read_jsonl(completions)), part.done, None)  # extra fields are copied
-            for result, row in zip(iter_grade(loaded, completions, backend=backend, workers=workers, granularity=granularity,
-                                              extract=extract, limits=limits, progress=progress, skip=part.done,
-                                              details=details), rows_in):
-                part.append(result_row(row, result))
-        except KeyboardInterrupt:
+            graded = grade_as_completed(loaded, completions, leave_out=part.finished, backend=backend, workers=workers,
+                                        granularity=granularity, extract=extract, limits=limits, progress=progress,
+                                        details=details)
+        except KeyboardInterrupt:  # before any grading: nothing to keep
+            interrupts.stopped = True
+        else:
+            try:
+                interrupts.deferring = True  # a signal now only sets `stopped`: the loop records what is done, then stops
+                while not interrupts.stopped and graded.wait(POLL_S):
+                    for index, result in graded.finished():
+                        part.append(index, result_row(rows_in[index], result))
+                for index, result in graded.finished():
+                    part.append(index, result_row(rows_in[index], result))
+            finally:
+                interrupts.deferring = False
+                graded.close()
+        if interrupts.stopped:
             click.echo(f"\ninterrupted: {part.done} of {total} rows are saved in {part.path}; "
                        "rerun the same command to grade the rest", err=True)
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise click.exceptions.Exit(EXIT_INTERRUPTED)
         rows = part.finish()
     return [GradeResult.from_dict(row) for row in rows]
 
 
-class _sigterm_as_interrupt:
-    """SIGTERM (a job's time limit, `kill`) stops grading as Ctrl-C does: rows so far are kept."""
+class _Interrupts:
+    """SIGTERM (a job's time limit, `kill`) and SIGINT (Ctrl-C; unless it was ignored, as under
+    `nohup ... &`) stop a grade. Before grading starts they raise KeyboardInterrupt; while it runs
+    (`deferring`) they only set `stopped`, which the grading loop polls: every finished row is then
+    recorded before the grade exits, whatever bytecode the signal landed on."""
 
-    def __enter__(self) -> None:
-        def interrupt(signum: int, frame: object) -> None:
+    def __init__(self) -> None:
+        self.stopped = False
+        self.deferring = False
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.stopped = True
+        if not self.deferring:
             raise KeyboardInterrupt
 
-        self.previous = signal.signal(signal.SIGTERM, interrupt)
+    def __enter__(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if sig == signal.SIGTERM or signal.getsignal(sig) is signal.default_int_handler:
+                self.previous[sig] = signal.signal(sig, self._handle)
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
 
 
 @main.command()

@@ -1,10 +1,12 @@
 """The resumable output of a local `sandbox grade`: OUTPUT.partial, one result row per line.
 
-    OUTPUT.partial   line 1: {"partial": "sandbox grade", "format": 1, "fingerprint": FP, "rows": N}
-                     then one result per completions row, in input order, appended as each finishes
+    OUTPUT.partial   line 1: {"partial": "sandbox grade", "format": 2, "fingerprint": FP, "rows": N}
+                     then {"index": I, "row": ROW} per completions row (0-based I), appended as each
+                     finishes, in any order
 
-Each row is one O_APPEND write, so Ctrl-C or kill -9 loses at most the rows still being graded: a
-rerun of the same command reads the finished rows, drops a torn last line, and grades the rest.
+Each row is one O_APPEND write as soon as its solution is graded (not held back behind a slower
+one), so Ctrl-C, SIGTERM or kill -9 loses at most the solutions still being graded: a rerun of the
+same command reads the finished rows, drops a torn last line, and grades the rest.
 The fingerprint (problems and completions file contents, and every option that changes results)
 guards against resuming a different job: another job's partial file is refused, never mixed in.
 When every row is there, OUTPUT is written atomically and the partial file removed. The file is
@@ -19,13 +21,12 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .rundir import LockedError, StaleError, dumps, lock, read_jsonl, write_atomic
 
-FORMAT = 1
+FORMAT = 2
 KIND = "sandbox grade"
 
 
@@ -39,14 +40,15 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 class PartialOutput:
-    """`with PartialOutput(output, fingerprint, rows) as part:` then `part.done` rows are finished
-    (skip them), `part.append(row)` for each next row, `part.finish()` once all are there."""
+    """`with PartialOutput(output, fingerprint, rows) as part:` then the row indexes in `part.finished`
+    are done (skip them), `part.append(index, row)` as each other row finishes, `part.finish()` once
+    all are there."""
 
     def __init__(self, output: str | os.PathLike[str], fingerprint: str, rows: int) -> None:
         self.output = Path(output)
         self.path = self.output.with_name(self.output.name + ".partial")
         self.fingerprint, self.rows = fingerprint, rows
-        self.done = 0
+        self.finished: set[int] = set()
         self.fd = -1
         self._held = contextlib.ExitStack()
 
@@ -76,8 +78,13 @@ class PartialOutput:
     def _header(self) -> dict[str, Any]:
         return {"partial": KIND, "format": FORMAT, "fingerprint": self.fingerprint, "rows": self.rows}
 
+    @property
+    def done(self) -> int:
+        """How many rows are finished."""
+        return len(self.finished)
+
     def _resume(self) -> None:
-        """Count the finished rows of an earlier run of this job; cut a torn last line."""
+        """Collect the finished rows of an earlier run of this job; cut a torn last line."""
         good = 0  # bytes of whole, valid lines
         lines = 0
         with open(self.path, "rb") as f:
@@ -90,13 +97,19 @@ class PartialOutput:
                     break
                 if lines == 0 and value != self._header():
                     self._refuse(value)
+                if lines > 0:
+                    self.finished.add(self._index(value))
                 good += len(line)
                 lines += 1
         os.ftruncate(self.fd, good)
         if lines == 0:
             self._write(self._header())
-            lines = 1
-        self.done = min(lines - 1, self.rows)
+
+    def _index(self, entry: Any) -> int:
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if not isinstance(index, int) or not 0 <= index < self.rows or "row" not in entry:
+            raise StaleError(f"{self.path} has a line that is not a graded row ({str(entry)[:80]}): delete it to start over")
+        return index
 
     def _refuse(self, header: Any) -> None:
         what = "not a partial file"
@@ -109,22 +122,22 @@ class PartialOutput:
     def _write(self, value: Any) -> None:
         os.write(self.fd, (dumps(value) + "\n").encode("utf-8"))
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Record the next row (in input order): one write, visible to a rerun at once."""
-        self._write(row)
-        self.done += 1
-
-    def rows_so_far(self) -> Iterator[dict[str, Any]]:
-        rows = read_jsonl(self.path)
-        next(rows, None)  # the header
-        yield from rows
+    def append(self, index: int, row: dict[str, Any]) -> None:
+        """Record row `index` (0-based, any order): one write, visible to a rerun at once."""
+        self._write({"index": index, "row": row})
+        self.finished.add(index)
 
     def finish(self) -> list[dict[str, Any]]:
-        """Write OUTPUT atomically from the partial file, remove the partial file; the rows."""
+        """Write OUTPUT atomically from the partial file (rows in input order), remove the partial
+        file; the rows."""
         os.fsync(self.fd)
-        rows = list(self.rows_so_far())
-        if len(rows) != self.rows:
-            raise RuntimeError(f"{self.path} has {len(rows)} rows, expected {self.rows}")
+        entries = read_jsonl(self.path)
+        next(entries, None)  # the header
+        by_index = {entry["index"]: entry["row"] for entry in entries}
+        if len(by_index) != self.rows:
+            missing = sorted(set(range(self.rows)) - set(by_index))[:5]
+            raise RuntimeError(f"{self.path} has {len(by_index)} rows, expected {self.rows} (missing e.g. {missing})")
+        rows = [by_index[i] for i in range(self.rows)]
         write_atomic(self.output, (dumps(row) + "\n" for row in rows))
         self.path.unlink()
         return rows

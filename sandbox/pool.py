@@ -1,9 +1,10 @@
 """A warm pool of judges as a long-lived executor: `submit(job) -> Future`, ordered `map`,
-cancellation of queued and running work.
+`as_completed`, cancellation of queued and running work.
 
     with Pool("bubblewrap", workers=4) as pool:
         future = pool.submit(Job(0, problem, code, "per_test"))    # concurrent.futures.Future
         for result in pool.map(jobs): ...                          # input order, streamed
+        for job, result in pool.as_completed(jobs): ...            # as each finishes
         pool.cancel(futures)                                       # one request's work, queued or running
 
 Started once (by `start`, `with`, or the first submit), the pool keeps one thread per worker
@@ -34,7 +35,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
@@ -220,6 +221,12 @@ class Pool:
 
     grade = map  # the name callers used before the pool was an executor
 
+    def as_completed(self, jobs: Iterable[Job], total: int | None = None) -> Completed:
+        """Grade jobs; iterate (job, result) as each finishes, LOOKAHEAD_PER_WORKER per worker in
+        flight. What resumable output uses: a slow solution holds back no finished one."""
+        self.start()
+        return Completed(self, iter(jobs), max(1, self.size * LOOKAHEAD_PER_WORKER), _progress(total, self.progress))
+
     def cancel(self, futures: Iterable[Future[GradeResult]]) -> int:
         """Cancel every unfinished future given (for example all of one request's); returns how many."""
         return sum(future.cancel() for future in list(futures))
@@ -352,6 +359,73 @@ def _settle(future: Future[GradeResult], outcome: GradeResult | BaseException) -
             future.set_result(outcome)
     except InvalidStateError:
         pass
+
+
+class Completed:
+    """(job, result) pairs in the order they finish; close() (or `with`) cancels the unfinished.
+    Iterate it, or poll it without blocking forever: `wait(timeout)` then `finished()`, which hands
+    over every result that is done and not yet taken. A resumable grade polls, so that a stop
+    request (a signal handler setting a flag) records every finished result and loses none."""
+
+    def __init__(self, pool: Pool, jobs: Iterator[Job], limit: int, bar: Any) -> None:
+        self._pool, self._jobs, self._limit, self._bar = pool, jobs, limit, bar
+        self._flying: dict[Future[GradeResult], Job] = {}
+        self._cond = threading.Condition()
+        self._ready: collections.deque[Future[GradeResult]] = collections.deque()
+
+    def __iter__(self) -> Completed:
+        return self
+
+    def __enter__(self) -> Completed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __next__(self) -> tuple[Job, GradeResult]:
+        while True:
+            for pair in self.finished():
+                return pair
+            if not self.wait():
+                raise StopIteration
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Keep the window full, then wait up to `timeout` s until a result is ready to take.
+        False once every job has been taken."""
+        while len(self._flying) < self._limit:
+            job = next(self._jobs, None)
+            if job is None:
+                break
+            future = self._pool.submit(job)
+            self._flying[future] = job
+            future.add_done_callback(self._arrived)
+        if not self._flying:
+            return False
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._ready), timeout)
+        return True
+
+    def _arrived(self, future: Future[GradeResult]) -> None:
+        with self._cond:
+            self._ready.append(future)
+            self._cond.notify()
+
+    def finished(self) -> Iterator[tuple[Job, GradeResult]]:
+        """The results that are done and not taken yet, without waiting for the others."""
+        while True:
+            with self._cond:
+                if not self._ready:
+                    return
+                future = self._ready.popleft()
+            if future in self._flying:
+                result = future.result()  # a cancelled future (the pool closed under us) raises here
+                self._bar.update(1)
+                yield self._flying.pop(future), result
+
+    def close(self) -> None:
+        self._pool.cancel(list(self._flying))
+        self._flying.clear()
+        self._bar.close()
 
 
 class _NoBar:

@@ -181,6 +181,33 @@ def test_closing_map_early_cancels_its_jobs(backend: str) -> None:
             time.sleep(0.01)
 
 
+def test_as_completed_holds_no_finished_result_behind_a_slow_one_and_hands_over_what_is_done(backend: str) -> None:
+    """A looping solution first: the other judge's results come out while it runs (map would hold
+    them all behind it); `finished()` hands over, without waiting, exactly the results that are done;
+    close() cancels the loop at once."""
+    slow = Problem(task_id="loop", prompt="", entry_point="square", tests=SQUARE.tests[:1],
+                   limits=Limits(cpu_s=60, wall_s=60, solution_s=120))
+    with Pool(backend, workers=2) as pool:
+        jobs = [Job(0, slow, LOOP, "per_test")] + [Job(i, SQUARE, solution(0, wrong=i % 2 == 0), "per_test")
+                                                   for i in range(1, 9)]
+        graded = pool.as_completed(jobs)
+        taken = {}
+        started = time.monotonic()
+        while len(taken) < 8:
+            assert graded.wait(timeout=0.1)
+            assert time.monotonic() - started < 60, f"only {sorted(taken)} came out behind the loop"
+            taken.update((job.index, result.pass_rate) for job, result in graded.finished())
+        assert taken == {i: 0.0 if i % 2 == 0 else 1.0 for i in range(1, 9)}
+        assert not graded.wait(timeout=0.3) or not list(graded.finished())  # the loop is still running
+        graded.close()
+        closed = time.monotonic()
+        while pool.pending:
+            assert time.monotonic() - closed < 1.0, "close() left the loop running"
+            time.sleep(0.01)
+        again = [(job.index, r.pass_rate) for job, r in pool.as_completed(jobs[1:4])]  # plain iteration
+        assert sorted(again) == [(1, 1.0), (2, 0.0), (3, 1.0)]
+
+
 def test_concurrent_submit_from_threads(backend: str) -> None:
     """Eight threads submit and map at once on one pool: every thread gets exactly its own
     results, in its own order."""
