@@ -130,6 +130,7 @@ def paper_grade(job: dict[str, Any]) -> list[bool]:
 
     def one(test: str) -> None:
         namespace = _load(job)
+        namespace["qrpo_test_data"] = job["test_data"]
         exec(compile(job["test_setup"] + "\n" + test, "<test>", "exec"), namespace)
 
     return [_in_fork(lambda test=test: one(test), job["timeout"]) for test in job["tests"]]
@@ -140,6 +141,7 @@ def fork_grade(job: dict[str, Any]) -> list[bool]:
     runs that one (pre-compiled) assert. The floor of any fork-per-test design such as (a)."""
     try:
         namespace = _load(job)
+        namespace["qrpo_test_data"] = job["test_data"]
         exec(compile(job["test_setup"], "<test_setup>", "exec"), namespace)
     except BaseException:  # noqa: BLE001
         return [False] * len(job["tests"])
@@ -150,7 +152,7 @@ def fork_grade(job: dict[str, Any]) -> list[bool]:
 def _harness_loop(warm_modules: Sequence[str]) -> None:
     """The harness: pre-imports what the zygote pre-imports (both sides start from the same warm
     modules), then grades one job per stdin line, {"preamble", "code", "entry_point", "candidate",
-    "test_setup", "tests", "timeout", "mode": "paper"|"fork"}, answering a JSON list of pass/fail per assert."""
+    "test_setup", "test_data", "tests", "timeout", "mode": "paper"|"fork"}, answering a JSON list of pass/fail per assert."""
     for name in warm_modules:
         try:
             __import__(name)
@@ -259,6 +261,7 @@ def harness_job(workload: Workload, problem: Any, mode: str) -> dict[str, Any]:
         "entry_point": problem.entry_point,
         "candidate": problem.candidate,
         "test_setup": problem.test_setup,
+        "test_data": problem.test_data,
         "tests": [t.source for t in problem.tests],
         "timeout": problem.limits.wall_s,
     }
@@ -312,6 +315,7 @@ def in_process_method(workload: Workload) -> Measurement:
         namespace = _fresh_namespace()
         exec(compile(problem.preamble + "\n" + workload.code(problem), "<solution>", "exec"), namespace)
         namespace[problem.candidate] = eval(problem.entry_point, namespace)
+        namespace["qrpo_test_data"] = problem.test_data
         exec(compile(problem.test_setup, "<test_setup>", "exec"), namespace)
         verdicts = []
         for test in problem.tests:

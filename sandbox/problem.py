@@ -142,7 +142,9 @@ class Problem:
     `preamble` runs before the solution on the untrusted side (imports, helper types such as
     ListNode) and, because it is dataset code, also in the judge, so helper types exist on both
     sides. `test_setup` is trusted code that only the judge runs before the tests (imports and
-    helpers of the dataset's test file). `entry_point` is an expression evaluated in the
+    helpers of the dataset's test file); `test_data` is JSON text it reads as `qrpo_test_data`
+    (HumanEval+ holds up to 147 MB of inputs and expected outputs: parsed as data, not compiled
+    as a literal in the setup's code). `entry_point` is an expression evaluated in the
     solution's namespace (`Solution().twoSum`, `find_zero`); stdio problems have none.
     `candidate` is the name the tests use for the function under test.
     """
@@ -153,6 +155,7 @@ class Problem:
     preamble: str = ""
     entry_point: str = ""
     test_setup: str = ""
+    test_data: str = ""
     candidate: str = "candidate"
     limits: Limits = field(default_factory=Limits)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -169,6 +172,7 @@ class Problem:
             "preamble": self.preamble,
             "entry_point": self.entry_point,
             "test_setup": self.test_setup,
+            "test_data": self.test_data,
             "candidate": self.candidate,
             "limits": dataclasses.asdict(self.limits),
             "metadata": self.metadata,
@@ -183,6 +187,7 @@ class Problem:
             preamble=data.get("preamble", ""),
             entry_point=data.get("entry_point", ""),
             test_setup=data.get("test_setup", ""),
+            test_data=data.get("test_data", ""),
             candidate=data.get("candidate", "candidate"),
             limits=Limits.from_dict(data.get("limits")),
             metadata=dict(data.get("metadata") or {}),

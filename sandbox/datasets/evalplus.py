@@ -114,17 +114,19 @@ def effective_atol(atol: float, expected: list[Any]) -> list[float]:
     return out
 
 
-def test_setup(dataset: str, entry_point: str, inputs: list, expected: list, atol: list[float]) -> str:
-    """The judge-side setup of a problem whose expected outputs are known."""
-    return (
+def test_setup(dataset: str, entry_point: str, inputs: list, expected: list, atol: list[float]) -> tuple[str, str]:
+    """The judge-side setup of a problem whose expected outputs are known: (code, data). The data
+    (inputs, expected outputs: tagged JSON) is the problem's `test_data`, parsed by the code with
+    the tags undone as each object is read (`qrpo_untag`), so no Python walks the plain values."""
+    code = (
         ORACLE_SOURCE
         + "\nimport json as _qrpo_json\n"
-        + f"qrpo_inputs = qrpo_decode(_qrpo_json.loads({json.dumps(encode(inputs))!r}))\n"
-        + f"qrpo_expected = qrpo_decode(_qrpo_json.loads({json.dumps(encode(expected))!r}))\n"
+        + "qrpo_inputs, qrpo_expected = _qrpo_json.loads(qrpo_test_data, object_hook=qrpo_untag)\n"
         + f"qrpo_atol = {atol!r}\n"
         + "def qrpo_check(out, i):\n"
         + f"    return qrpo_evalplus_match({dataset!r}, {entry_point!r}, qrpo_inputs[i], out, qrpo_expected[i], qrpo_atol[i])\n"
     )
+    return code, json.dumps([encode(inputs), encode(expected)])
 
 
 class _EvalPlusAdapter(Adapter):

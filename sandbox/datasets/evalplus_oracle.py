@@ -45,14 +45,23 @@ def qrpo_decode(value):
     if not isinstance(value, dict):
         return value
     (tag, body), = value.items()
+    if tag in ("t", "s", "fs", "d"):
+        body = qrpo_decode(body)
+    return qrpo_untag({tag: body})
+
+
+def qrpo_untag(value):
+    """One tagged object whose body is already decoded -> its Python value: `json.loads`'s
+    object_hook, called innermost first (every JSON object of tagged JSON is a tag)."""
+    (tag, body), = value.items()
     if tag == "t":
-        return tuple(qrpo_decode(v) for v in body)
+        return tuple(body)
     if tag == "s":
-        return {qrpo_decode(v) for v in body}
+        return set(body)
     if tag == "fs":
-        return frozenset(qrpo_decode(v) for v in body)
+        return frozenset(body)
     if tag == "d":
-        return {qrpo_decode(k): qrpo_decode(v) for k, v in body}
+        return {k: v for k, v in body}
     if tag == "i":
         return int(body, 16)
     if tag == "f":

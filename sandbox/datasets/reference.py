@@ -155,14 +155,15 @@ def with_expected(problem: Problem, records: list[dict[str, Any]]) -> Problem:
     info["reference_time_s"] = [round(float(r.get("time_s", 0.0)), 6) for r in records]
     if errors:
         info["reference_errors"] = errors
-    setup = test_setup(info["dataset"], problem.entry_point, qrpo_decode(inputs), decoded, atol)
+    setup, data = test_setup(info["dataset"], problem.entry_point, qrpo_decode(inputs), decoded, atol)
     # evalplus allows each input max(1 s, 4 x the canonical's time): a problem whose canonical
     # solution is slow gets its per-test limits raised to match (never lowered).
     slowest = TIME_FACTOR * max(info["reference_time_s"], default=0.0)
     limits = problem.limits
     if slowest > limits.cpu_s:
         limits = dataclasses.replace(limits, cpu_s=slowest, wall_s=max(limits.wall_s, slowest + 2.0))
-    return dataclasses.replace(problem, test_setup=setup, limits=limits, metadata={**problem.metadata, "evalplus": info})
+    return dataclasses.replace(problem, test_setup=setup, test_data=data, limits=limits,
+                               metadata={**problem.metadata, "evalplus": info})
 
 
 GradeJobs = Callable[[list[tuple[Problem, str]]], Iterable[GradeResult]]

@@ -260,7 +260,9 @@ class FunctionTests:
     def run_opaque(self, test: PreparedTest) -> tuple[str, str, bool]:
         """The assert runs in the untrusted process, which says pass or fail: reported as such."""
         problem = self.session.problem
-        message = {"op": "opaque", "source": problem.get("test_setup", "") + "\n" + test.source,
+        data = problem.get("test_data") or ""
+        message = {"op": "opaque", "source": (f"qrpo_test_data = {data!r}\n" if data else "")
+                   + problem.get("test_setup", "") + "\n" + test.source,
                    "candidate": problem.get("candidate", "candidate"), "last": True}
         self.failure = None
         try:

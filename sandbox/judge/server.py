@@ -44,7 +44,19 @@ BATCH = 256  # calls sent to a runner in one message
 AHEAD_AT = BATCH // 2
 AHEAD_BYTES = 60_000
 NO_KWARGS = codec.encode({})  # what almost every call sends: encoded once
+TEST_DATA = "qrpo_test_data"  # the name the test setup reads the problem's test_data by
 JUDGE_MEMORY_MB = 3072  # the judge's own address space (soft RLIMIT_AS, set once its zygote runs)
+
+
+def problem_key(problem: dict[str, Any]) -> str:
+    """What names a prepared problem in the judge's cache: a hash of everything it is made from.
+    The long texts are hashed as they are (a JSON dump of 147 MB of test data would cost a second)."""
+    sha = hashlib.sha256(json.dumps([problem.get(k) for k in ("candidate", "entry_point", "tests")]).encode())
+    for name in ("preamble", "test_setup", "test_data"):
+        text = str(problem.get(name) or "").encode("utf-8", "surrogatepass")
+        sha.update(b"%d:" % len(text))
+        sha.update(text)
+    return sha.hexdigest()
 
 
 def prepare_namespace(problem: dict[str, Any]) -> PreparedProblem:
@@ -55,9 +67,11 @@ def prepare_namespace(problem: dict[str, Any]) -> PreparedProblem:
     error = ""
     try:
         exec(compile(problem.get("preamble", ""), "<preamble>", "exec"), namespace)
+        namespace[TEST_DATA] = problem.get("test_data", "")
         exec(compile(problem.get("test_setup", ""), "<test_setup>", "exec"), namespace)
     except BaseException as exc:  # noqa: BLE001  dataset code is trusted but may still be broken
         error = f"the problem's preamble or test setup failed in the judge: {type(exc).__name__}: {exc}"[:500]
+    namespace.pop(TEST_DATA, None)  # parsed by now: the text is not kept with the cached problem
     return PreparedProblem(namespace, codec.helper_classes(namespace), [], error)
 
 
@@ -167,9 +181,7 @@ class Judge:
     def grade(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
         problem = request["problem"]
-        key = hashlib.sha256(json.dumps(
-            [problem.get(k) for k in ("preamble", "test_setup", "candidate", "entry_point", "tests")], sort_keys=True
-        ).encode("utf-8", "surrogatepass")).hexdigest()
+        key = problem_key(problem)
         prepared = self.cache.get(key)
         if prepared is not None:
             self.cache.move_to_end(key)

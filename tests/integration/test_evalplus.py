@@ -76,3 +76,21 @@ def test_canonical_solutions_score_one_on_base_and_plus(path: str, shared_data, 
     assert not failed, f"canonical solutions that did not score 1.0 on base + plus: {failed}"
     with capsys.disabled():
         print(f"\n{path}: {len(results)} canonical solutions, {sum(r.total for r in results)} base + plus tests, all passed")
+
+
+def test_test_data_reaches_the_setup_for_trusted_and_opaque_tests(backend: str) -> None:
+    """A problem's test_data is parsed by its test setup in the judge (as `qrpo_test_data`), and an
+    opaque test, which runs on the untrusted side with the setup, gets it there too."""
+    from sandbox.problem import Problem, Test
+
+    setup = "import json\nqrpo_inputs, qrpo_expected = json.loads(qrpo_test_data)\n"
+    data = '[[[1, 2], [3, 4]], [3, 7]]'
+    tests = (Test("function", "assert candidate(*qrpo_inputs[0]) == qrpo_expected[0]"),
+             Test("function", "f = candidate\nassert f(*qrpo_inputs[1]) == qrpo_expected[1]"))  # opaque: passed around
+    problem = Problem(task_id="add", prompt="", tests=tests, entry_point="add", test_setup=setup, test_data=data,
+                      limits=Limits(cpu_s=2, wall_s=5))
+    rows = [{"task_id": "add", "code": "def add(a, b):\n    return a + b\n"},
+            {"task_id": "add", "code": "def add(a, b):\n    return a * b if a == 3 else a + b\n"}]
+    right, wrong = grade([problem], rows, backend=backend, workers=1)
+    assert [(t.verdict.value, t.trusted) for t in right.tests] == [("passed", True), ("passed", False)]
+    assert [(t.verdict.value, t.trusted) for t in wrong.tests] == [("passed", True), ("wrong_answer", False)]
