@@ -39,6 +39,7 @@ MAX_FRAME_CONTAINERS = 1_000_000
 MAX_FRAME_COMMAS = 2 * MAX_ITEMS + 4 * MAX_NODES  # values are separated by commas: a bound on them
 SMALL_INT = 1 << 63
 _SCALAR_TYPES = {type(None), bool, int, float, str}
+_NUMBER_TYPES = {bool, int, float}
 _ATOMS = ("int", "bytes", "complex")
 _HEX = re.compile(r"-?[0-9a-f]+")
 _DICT_TAGS = ("dict", "Counter", "OrderedDict", "defaultdict")
@@ -177,10 +178,27 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
             attrs = getattr(obj, "__dict__", {})
             node[slot] = [[str(k), ref(v)] for k, v in attrs.items() if type(k) is str]
         else:
-            node[slot] = [ref(v) for v in obj]
+            body = _plain(obj)
+            node[slot] = body if body is not None else [ref(v) for v in obj]
     document = {"root": root, "nodes": nodes}
     check_budgets(nodes)  # what decode would refuse, encode refuses: the same function decides
     return document
+
+
+def _plain(items: Any) -> list[Any] | None:
+    """A sequence of plain scalars as its body, in one C-level copy: exactly what `ref` makes of
+    each item (itself), without a Python call per item (HumanEval+ values are lists of up to a
+    million numbers). None when some item is not a plain scalar of an exact type, or is an int
+    that must become a node."""
+    types = set(map(type, items))
+    if not types <= _SCALAR_TYPES:
+        return None
+    if int in types:
+        # Numbers only: min/max in C. A NaN can only make the bound check fail (then the slow path).
+        numbers = items if types <= _NUMBER_TYPES else [v for v in items if type(v) is int]
+        if not (-SMALL_INT < min(numbers) and max(numbers) < SMALL_INT):
+            return None
+    return list(items)
 
 
 def check_budgets(raw: list[Any]) -> None:

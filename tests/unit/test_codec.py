@@ -143,6 +143,32 @@ def test_roundtrip_builtins(value):
     assert same(roundtrip(value, wire=True), value)
 
 
+SCALAR_RUNS = st.lists(st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
+                                  st.sampled_from([2**63 - 1, -(2**63) + 1, 2**63, -(2**63)]), st.floats(), TEXT), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(SCALAR_RUNS, SCALAR_RUNS.map(tuple), st.lists(SCALAR_RUNS, max_size=3), BUILTINS))
+def test_plain_scalar_bodies_encode_exactly_as_item_by_item(value):
+    """The one-copy path for runs of plain scalars (NaN next to huge ints, bools, strings) gives the
+    document the per-item path gives, byte for byte."""
+    fast = json.dumps(encode(value))
+    original, codec._plain = codec._plain, lambda items: None
+    try:
+        slow = json.dumps(encode(value))
+    finally:
+        codec._plain = original
+    assert fast == slow
+
+
+def test_plain_path_refuses_what_is_not_a_plain_scalar():
+    assert codec._plain([1, 2.5, "x", None, True]) == [1, 2.5, "x", None, True]
+    for items in ([1, 2**63], [float("nan"), 2**64], [-(2**63), "s"], [1, RiggedInt(3)], [1, [2]], [b"x"]):
+        assert codec._plain(items) is None, items
+    with pytest.raises(EncodeError, match="RiggedInt"):
+        encode([1, RiggedInt(3)])
+
+
 @pytest.mark.parametrize(
     "value",
     [
