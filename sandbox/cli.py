@@ -287,8 +287,8 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
                 for index, result in graded.finished():
                     part.append(index, result_row(rows_in[index], result))
             finally:
+                graded.close()  # cancels what is still running; a signal meanwhile only sets `stopped`
                 interrupts.deferring = False
-                graded.close()
         if interrupts.stopped:
             click.echo(f"\ninterrupted: {part.done} of {total} rows are saved in {part.path}; "
                        "rerun the same command to grade the rest", err=True)
@@ -321,7 +321,6 @@ class _Interrupts:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-
 
 
 @main.command()

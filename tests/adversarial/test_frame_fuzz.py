@@ -164,6 +164,9 @@ def solution(rng: random.Random, problem: Problem) -> str:
     return write + f"def add(a, b):\n    _w()\n    {after or 'pass'}\n    return a + b\n"
 
 
+MIN_CASES = 20  # whatever the time budget: the correct solution is re-graded after every 10th case
+
+
 def fuzz_seconds() -> float:
     if os.environ.get("QRPO_FUZZ_S"):
         return float(os.environ["QRPO_FUZZ_S"])
@@ -186,7 +189,7 @@ def test_judge_channels_fuzzed(granularity: str) -> None:
     cases = 0
     try:
         stop = time.monotonic() + fuzz_seconds() / 2
-        while time.monotonic() < stop:
+        while time.monotonic() < stop or cases < MIN_CASES:  # hanging cases cost ~1.5 s: a seed can start with several
             problem = rng.choice([FUNCTION, FUNCTION, LOOPED, STDIO])
             code = solution(rng, problem)
             request = {"id": cases, "problem": problem.to_dict(), "code": code, "granularity": granularity}
@@ -200,4 +203,3 @@ def test_judge_channels_fuzzed(granularity: str) -> None:
     finally:
         judge.close()
     print(f"{cases} fuzzed solutions graded")
-    assert cases >= 10
