@@ -240,12 +240,6 @@ def _report(results: list[GradeResult], seconds: float, extract: str, loaded: An
         write_atomic(summary_path, json.dumps(numbers, indent=1) + "\n")
 
 
-def _completion_count(path: str) -> int:
-    from .datasets import read_jsonl
-
-    return sum(1 for _ in read_jsonl(path))
-
-
 def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, backend: Any, *, workers: int | None,
                      granularity: Any, extract: Any, limits: Limits | None, progress: bool,
                      fingerprint_options: dict[str, Any], details: bool = False) -> list[GradeResult]:
@@ -258,7 +252,8 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
     from .partial import PartialOutput, file_digest
     from .rundir import LockedError, StaleError, fingerprint
 
-    total = _completion_count(completions)
+    rows_in = [row for _, row in read_jsonl(completions)]  # extra fields are copied to the output
+    total = len(rows_in)
     key = fingerprint({"problems": file_digest(problems), "completions": file_digest(completions), "backend": backend.name,
                        "granularity": granularity, "extract": extract,
                        "limits": dataclasses.asdict(limits) if limits else None, **fingerprint_options})
@@ -271,7 +266,6 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
     with interrupts, contextlib.closing(part):
         if part.done:
             click.echo(f"resuming: {part.done} of {total} rows were graded before ({part.path})", err=True)
-        rows_in = [row for _, row in read_jsonl(completions)]  # extra fields are copied to the output
         try:
             graded = grade_as_completed(loaded, completions, leave_out=part.finished, backend=backend, workers=workers,
                                         granularity=granularity, extract=extract, limits=limits, progress=progress,
@@ -281,11 +275,11 @@ def _grade_resumable(loaded: Any, problems: str, completions: str, output: str, 
         else:
             try:
                 interrupts.deferring = True  # a signal now only sets `stopped`: the loop records what is done, then stops
-                while not interrupts.stopped and graded.wait(POLL_S):
-                    for index, result in graded.finished():
+                going = True
+                while going:
+                    going = not interrupts.stopped and graded.wait(POLL_S)
+                    for index, result in graded.finished():  # also after a stop: what finished meanwhile
                         part.append(index, result_row(rows_in[index], result))
-                for index, result in graded.finished():
-                    part.append(index, result_row(rows_in[index], result))
             finally:
                 graded.close()  # cancels what is still running; a signal meanwhile only sets `stopped`
                 interrupts.deferring = False

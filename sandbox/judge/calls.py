@@ -20,6 +20,8 @@ from . import codec, compare, frames, protocol
 from .session import MESSAGE_LIMIT, Session, SolutionFailure, exit_verdict, raise_verdict
 from .verdicts import MEMORY, PASSED, RUNTIME_ERROR, SANDBOX_ERROR, TIMEOUT, WRONG_ANSWER
 
+TEST_DATA = "qrpo_test_data"  # the name a problem's test setup reads its test_data by (here and in the runner)
+
 # What a solution's `raise` becomes when test code must not catch it: it tried to leave, or its
 # value was over the codec's budgets (the runner reports that as "TooLarge").
 UNCATCHABLE = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit", "TooLarge"})
@@ -261,7 +263,7 @@ class FunctionTests:
         """The assert runs in the untrusted process, which says pass or fail: reported as such."""
         problem = self.session.problem
         data = problem.get("test_data") or ""
-        message = {"op": "opaque", "source": (f"qrpo_test_data = {data!r}\n" if data else "")
+        message = {"op": "opaque", "source": (f"{TEST_DATA} = {data!r}\n" if data else "")
                    + problem.get("test_setup", "") + "\n" + test.source,
                    "candidate": problem.get("candidate", "candidate"), "last": True}
         self.failure = None

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Any
 
 from . import checks, cleanup, codec, compare, frames, protocol
-from .calls import Captured, FunctionTests, PreparedProblem, PreparedTest
+from .calls import TEST_DATA, Captured, FunctionTests, PreparedProblem, PreparedTest
 from .runner import new_module
 from .session import Session, SolutionFailure, Zygote, exit_verdict
 from .verdicts import MEMORY, PASSED, RUNTIME_ERROR, SANDBOX_ERROR, TIMEOUT, WRONG_ANSWER
@@ -44,7 +44,6 @@ BATCH = 256  # calls sent to a runner in one message
 AHEAD_AT = BATCH // 2
 AHEAD_BYTES = 60_000
 NO_KWARGS = codec.encode({})  # what almost every call sends: encoded once
-TEST_DATA = "qrpo_test_data"  # the name the test setup reads the problem's test_data by
 JUDGE_MEMORY_MB = 3072  # the judge's own address space (soft RLIMIT_AS, set once its zygote runs)
 
 
