@@ -81,6 +81,7 @@ class Worker:
             self.process = process
         self.started += 1
         assert process.stdin and process.stdout
+        protocol.widen(process.stdin.fileno(), process.stdout.fileno())
         try:
             protocol.write_message(process.stdin.fileno(), {"op": "ping", "id": 0})
             pong = protocol.read_message(process.stdout.fileno(), time.monotonic() + 120)
@@ -116,7 +117,7 @@ class Worker:
             raise WorkerError("the judge is not running")
         assert process.stdin and process.stdout
         try:
-            protocol.write_message(process.stdin.fileno(), request)
+            protocol.write_request(process.stdin.fileno(), request)
             response = protocol.read_message(process.stdout.fileno(), time.monotonic() + timeout)
         except protocol.Timeout:
             self.stop()

@@ -8,15 +8,25 @@ sends can execute code in the judge: no pickle, no eval, exact type checks, hard
 Wire form: a JSON document `{"root": VALUE, "nodes": [NODE, ...]}`. A VALUE is a JSON scalar
 (None, bool, int, float, str) or `[i]`, a reference to node i. Nodes are containers, so shared
 and cyclic structures (and 100k-long linked lists) encode without recursion:
-`["list", [V...]]`, `["tuple", ...]`, `["set", ...]`, `["frozenset", ...]`, `["dict", [[K, V]...]]`,
+`["list", [V...]]` (or `["list", PACKED]`, below), `["tuple", ...]`, `["set", ...]`, `["frozenset", ...]`,
+`["dict", [[K, V]...]]`,
 `["obj", class_name, [[attr, V]...]]`, `["int", hex]` (beyond 64 bits), `["bytes", hex]`,
 `["complex", re, im]`.
+
+PACKED: a body of at least PACK_MIN numbers (exact ints within 64 bits, exact floats, in at most
+PACK_RUNS runs of one type) travels as one string, `"<runs>:<base64>"`, e.g. `"2q999998d:..."`:
+the numbers' 8-byte machine values (runner and judge share a machine). HumanEval+ solutions return
+lists of up to a million floats; as JSON numbers each costs ~330 ns of float formatting and parsing
+between the two processes, packed ~60 ns. Charged by its count like any body, before it is built.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
+import itertools
 import re
+from array import array
 from typing import Any
 
 from .protocol import paused_gc
@@ -43,6 +53,11 @@ _NUMBER_TYPES = {bool, int, float}
 _ATOMS = ("int", "bytes", "complex")
 _HEX = re.compile(r"-?[0-9a-f]+")
 _DICT_TAGS = ("dict", "Counter", "OrderedDict", "defaultdict")
+PACK_MIN = 64
+PACK_RUNS = 16  # each run is a Python step on both sides: a list of alternating types stays JSON
+_PACK_CODES = {int: "q", float: "d"}  # array typecodes of 8 bytes: signed long long, double
+_RUN = re.compile(r"([1-9][0-9]{0,6})([qd])")
+_RUNS = re.compile(rf"(?:[1-9][0-9]{{0,6}}[qd]){{1,{PACK_RUNS}}}")
 
 
 class DecodeError(ValueError):
@@ -63,6 +78,7 @@ _SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozens
 # it is a builtin type; otherwise it arrives as None.
 _DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict",
                            collections.defaultdict: "defaultdict"}
+_SEQUENCE_TAGS = frozenset((*_SEQUENCES.values(),))
 _FACTORIES: dict[str, type] = {t.__name__: t for t in (int, float, str, list, dict, set, tuple, bool)}
 
 
@@ -185,11 +201,11 @@ def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: i
     return document
 
 
-def _plain(items: Any) -> list[Any] | None:
+def _plain(items: Any) -> list[Any] | str | None:
     """A sequence of plain scalars as its body, in one C-level copy: exactly what `ref` makes of
     each item (itself), without a Python call per item (HumanEval+ values are lists of up to a
-    million numbers). None when some item is not a plain scalar of an exact type, or is an int
-    that must become a node."""
+    million numbers), or PACKED text for a long run of numbers. None when some item is not a plain
+    scalar of an exact type, or is an int that must become a node."""
     types = set(map(type, items))
     if not types <= _SCALAR_TYPES:
         return None
@@ -198,7 +214,73 @@ def _plain(items: Any) -> list[Any] | None:
         numbers = items if types <= _NUMBER_TYPES else [v for v in items if type(v) is int]
         if not (-SMALL_INT < min(numbers) and max(numbers) < SMALL_INT):
             return None
+    if len(items) >= PACK_MIN and types <= _PACK_CODES.keys():
+        return _pack(items if type(items) is list else list(items), types)
     return list(items)
+
+
+def _pack(items: list[Any], types: set[type]) -> str | list[Any]:
+    """A body of numbers (exact ints within 64 bits, exact floats) as PACKED text, or as a list
+    when it has more than PACK_RUNS runs of one type."""
+    if len(types) == 1:
+        runs = [(len(items), _PACK_CODES[types.pop()])]
+    else:
+        runs = []
+        for t, group in itertools.groupby(map(type, items)):
+            if len(runs) == PACK_RUNS:
+                return list(items)
+            runs.append((len(list(group)), _PACK_CODES[t]))
+    data = bytearray()
+    start = 0
+    for n, code in runs:
+        data += array(code, items[start:start + n])
+        start += n
+    return "".join(f"{n}{code}" for n, code in runs) + ":" + base64.b64encode(data).decode("ascii")
+
+
+def packed(items: list[Any]) -> str | None:
+    """PACKED text of a list of numbers, or None where it does not apply (short, not numbers of
+    exact types, an int past 64 bits, more than PACK_RUNS runs). Also used by the host for the
+    expected values in a problem's test_data (sandbox.datasets.evalplus)."""
+    types = set(map(type, items))
+    if len(items) < PACK_MIN or not types <= _PACK_CODES.keys():
+        return None
+    if int in types and not (-SMALL_INT < min(items) and max(items) < SMALL_INT):
+        return None
+    body = _pack(items, types)
+    return body if type(body) is str else None
+
+
+def _packed_runs(body: str) -> list[tuple[int, str]]:
+    """The runs of a PACKED body, checked (the data is checked by `_unpack`)."""
+    head = body[:body.find(":")] if ":" in body[:9 * PACK_RUNS] else ""
+    if not _RUNS.fullmatch(head):
+        raise DecodeError("malformed packed numbers")
+    return [(int(n), code) for n, code in _RUN.findall(head)]
+
+
+def _unpack(body: str) -> list[Any]:
+    """A PACKED body's numbers. Its count was charged by `check_budgets`; the text must be
+    exactly the base64 of 8 bytes per number."""
+    runs = _packed_runs(body)
+    text = body[body.index(":") + 1:]
+    size = 8 * sum(n for n, _ in runs)
+    if len(text) != 4 * -(-size // 3):
+        raise DecodeError("packed numbers of the wrong length")
+    try:
+        data = memoryview(base64.b64decode(text, validate=True))
+    except ValueError:
+        raise DecodeError("packed numbers that are not base64") from None
+    if len(data) != size:
+        raise DecodeError("packed numbers of the wrong length")
+    out: list[Any] = []
+    start = 0
+    for n, code in runs:
+        numbers = array(code)
+        numbers.frombytes(data[start:start + 8 * n])
+        out += numbers.tolist()
+        start += 8 * n
+    return out
 
 
 def check_budgets(raw: list[Any]) -> None:
@@ -220,6 +302,9 @@ def check_budgets(raw: list[Any]) -> None:
             tag = node[0]
             bodies = node[2:3] if tag == "obj" else node[1:4] if tag == "match" else () if tag in _ATOMS else node[1:2]
             for body in bodies:
+                if type(body) is str and tag in _SEQUENCE_TAGS:
+                    own += sum(n for n, _ in _packed_runs(body))  # scalars all
+                    continue
                 if type(body) is not list:
                     continue
                 own += len(body)
@@ -318,6 +403,12 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
     of the class runs; attribute names must be public identifiers. Any malformed input raises
     DecodeError and nothing else (a helper's own `__hash__` failing on a half-built object
     included)."""
+    # The two commonest documents (a scalar answer, a call's empty keyword arguments) need none
+    # of the machinery below: ~4 us a call of the judge's and the runner's time otherwise.
+    if type(doc) is dict and len(doc) == 2 and doc.get("nodes") == [] and "root" in doc and type(doc["root"]) in _SCALAR_TYPES:
+        return doc["root"]
+    if doc == NO_KWARGS:
+        return {}
     try:
         with paused_gc():
             return _decode(doc, helper_types, max_nodes)
@@ -337,6 +428,8 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
     if len(raw) > max_nodes:
         raise TooLarge(f"value has more than {max_nodes} parts")
     check_budgets(raw)
+    raw = [[node[0], _unpack(node[1])] if type(node) is list and len(node) == 2 and type(node[1]) is str
+           and node[0] in _SEQUENCE_TAGS else node for node in raw]
     made: list[Any] = [None] * len(raw)
     # Pass 1: create every container empty (immutable ones are filled in pass 2 in an order
     # that respects their children). Pass 2 fills mutable containers.
@@ -495,6 +588,9 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
         elif tag in ("tuple", "set", "frozenset") and made[i] is None:
             build_immutable(i)
     return value(doc["root"])
+
+
+NO_KWARGS = encode({})  # what almost every call sends: encoded once
 
 
 def helper_classes(namespace: dict[str, Any]) -> dict[str, type]:

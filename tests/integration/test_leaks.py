@@ -102,3 +102,37 @@ def test_grading_leaves_nothing_behind(name: str, count: int) -> None:
     assert not new_temp, f"temp entries left behind: {sorted(new_temp)[:10]}"
     assert after[2] == before[2], "apptainer instances left behind"
     assert after[3] == before[3], "file descriptors leaked in the grading process"
+
+
+def test_the_judge_frees_the_problems_it_evicts_from_its_frozen_cache(monkeypatch) -> None:
+    """The judge keeps its prepared problems in the collector's permanent generation (so full
+    collections do not walk their expected values); a problem evicted from the cache must still
+    be freed: its namespace (and the data in it) at once, its remaining cycles (a class is one)
+    at the next of the full collections that come once per CACHED_PROBLEMS evictions."""
+    import gc
+    import weakref
+
+    from sandbox.judge import server
+
+    monkeypatch.setattr(server, "CACHED_PROBLEMS", 2)
+    judge = server.Judge()
+    functions, classes = [], []
+    try:
+        for i in range(6):
+            problem = Problem(task_id=f"p{i}", prompt="", entry_point="double", limits=PROBLEM.limits,
+                              test_setup=f"class Helper{i}:\n    pass\ndef helper_{i}(x):\n    return 2 * x\n",
+                              tests=(Test("function", f"assert candidate({i}) == helper_{i}({i})"),))
+            result = judge.grade({"id": i, "problem": problem.to_dict(), "code": SOLUTIONS[0], "granularity": "per_solution"})
+            assert [t["verdict"] for t in result["tests"]] == ["passed"], result
+            namespace = judge.cache[server.problem_key(problem.to_dict())].namespace
+            functions.append(weakref.ref(namespace[f"helper_{i}"]))
+            classes.append(weakref.ref(namespace[f"Helper{i}"]))
+            del namespace
+            assert gc.get_freeze_count() > 0  # the cache is frozen
+            assert [ref() is None for ref in functions] == [j < i - 1 for j in range(i + 1)]  # evicted: freed at once
+        assert len(judge.cache) == 2
+        gc.collect()
+        assert [ref() is None for ref in classes] == [True] * 4 + [False] * 2
+    finally:
+        judge.close()
+        gc.unfreeze()

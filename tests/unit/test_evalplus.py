@@ -68,6 +68,23 @@ def test_tagged_json_round_trip():
     assert json.loads(json.dumps(nested), object_hook=qrpo_untag) == qrpo_decode(nested) == {(1, frozenset({2})): {(3,)}}
 
 
+def test_long_lists_of_numbers_travel_packed_in_the_tagged_json():
+    """HumanEval+/130 expects lists of up to a million numbers: the host packs them (8 bytes a
+    number), the setup's parse unpacks them with their exact types, inside tuples too."""
+    floats = [0.5 * i for i in range(100)] + [float("nan"), float("-inf"), -0.0]
+    mixed = [1, 3] + [2.0 + i for i in range(200)]
+    value = [floats, (mixed,), [list(range(70))], [True] * 70, [2**70] * 70]
+    encoded = encode(value)
+    assert set(encoded[0]) == {"pk"} and set(encoded[1]["t"][0]) == {"pk"} and set(encoded[2][0]) == {"pk"}
+    assert type(encoded[3]) is list and type(encoded[4]) is list  # bools, ints past 64 bits: JSON
+    text = json.dumps(encoded)
+    for back in (qrpo_decode(json.loads(text)), json.loads(text, object_hook=qrpo_untag)):
+        assert back[0][:100] == floats[:100] and math.isnan(back[0][100]) and back[0][101:] == floats[101:]
+        assert math.copysign(1, back[0][102]) == -1
+        assert back[1] == (mixed,) and [type(x) for x in back[1][0]] == [type(x) for x in mixed]
+        assert back[2:] == value[2:] and type(back[3][0]) is bool
+
+
 def test_mbpp_inputs_are_deserialised_as_evalplus_does():
     assert mbpp_deserialize_inputs("Mbpp/2", [[[1, 2], [3]]]) == [[(1, 2), (3,)]]
     assert mbpp_deserialize_inputs("Mbpp/124", [[1, "1+2j"]]) == [(1.0, 1 + 2j)]

@@ -7,11 +7,12 @@ import base64
 import json
 import os
 import stat
+import time
 
 import pytest
 
 from sandbox.judge import cleanup, frames
-from sandbox.judge.calls import SolutionError, solution_exception
+from sandbox.judge.calls import SolutionError, cpu_budget, solution_exception
 from sandbox.judge.server import safe_text
 from sandbox.judge.verdicts import VERDICTS
 from sandbox.problem import Verdict
@@ -160,3 +161,30 @@ def test_remove_tree_gives_up_at_once_on_what_it_cannot_remove(tmp_path, monkeyp
     monkeypatch.setattr(cleanup.os, "scandir", lambda fd: calls.append(fd) or real_scandir(fd))
     assert not cleanup.remove_tree(str(root))
     assert (root / ".q1").exists() and len(calls) < 10
+
+
+def _spin(cpu_s: float) -> None:
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        pass
+
+
+def test_the_judge_cpu_budget_fires_inside_its_block_and_never_after_it() -> None:
+    """The backstop on the judge's own CPU per test: a tick every TICK_S of CPU while a
+    solution's tests run, counted by the armed block. It must stop a block that spins (within a
+    tick or two of its budget), and ticks after a block ended (in time or by the budget) must
+    never raise."""
+    budget = cpu_budget()
+    assert cpu_budget() is budget  # one handler per process
+    with budget.ticking():
+        start = time.process_time()
+        with pytest.raises(TimeoutError, match="over budget"):
+            with budget.armed(0.6, lambda: TimeoutError("over budget")):
+                _spin(5.0)
+        assert 0.6 <= time.process_time() - start <= 0.6 + 2 * budget.TICK_S + 0.2
+        for _ in range(2):
+            with budget.armed(0.6, lambda: TimeoutError("fired after its block")):
+                _spin(0.1)
+            _spin(1.0)  # past the budget, outside the block: nothing fires
+    with budget.armed(0.1, lambda: TimeoutError("ticking stopped with its block")):
+        _spin(0.5)  # no solution's tests running: no ticks

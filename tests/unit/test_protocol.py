@@ -6,6 +6,7 @@ past the deadline, never an unbounded allocation.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import threading
@@ -13,7 +14,19 @@ import time
 
 import pytest
 
-from sandbox.judge.protocol import ProtocolError, Timeout, dumps, read_message, write_message
+from sandbox.judge.protocol import (
+    PIPE_BYTES,
+    TEST_DATA_BYTES,
+    Malformed,
+    ProtocolError,
+    Timeout,
+    dumps,
+    read_message,
+    read_request,
+    widen,
+    write_message,
+    write_request,
+)
 
 
 @pytest.fixture
@@ -281,3 +294,58 @@ def test_reader_counts_arrays_and_values_before_parsing(pipe):
         Reader(pipe["r"]).read(soon(), max_commas=10)
     os.write(pipe["w"], dumps({"a": [1] * 5}))
     assert Reader(pipe["r"]).read(soon(), max_containers=10, max_commas=10) == {"a": [1] * 5}
+
+
+REQUESTS = [
+    {"id": 1, "op": "ping"},
+    {"id": 2, "code": "x", "problem": {"tests": [], "test_data": ""}},
+    {"id": 3, "code": "x", "problem": {"tests": [], "test_setup": "s", "test_data": '[["h\\u00e9", "日本 𝄞"], "\ud800"]'}},
+    {"id": 4, "code": "x", "problem": {"tests": [], "test_data": '"' + "q\\\"" * 2_000_000 + '"'}},
+]
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=range(len(REQUESTS)))
+def test_a_request_round_trips_with_its_test_data_as_raw_bytes(pipe, request_):
+    writer = threading.Thread(target=write_request, args=(pipe["w"], request_))
+    writer.start()
+    try:
+        got = read_request(pipe["r"])
+        write_message(pipe["w"], {"next": True})  # the stream is still in step after the raw bytes
+        assert read_message(pipe["r"], soon()) == {"next": True}
+    finally:
+        writer.join()
+    assert got == request_
+
+
+def test_the_raw_test_data_is_not_escaped_into_the_json(pipe):
+    data = '"' + 'q\\"' * 1000 + '"'
+    request = {"id": 1, "problem": {"test_data": data}}
+    write_request(pipe["w"], request)
+    (size,) = struct.unpack(">I", os.read(pipe["r"], 4))
+    head = os.read(pipe["r"], size)
+    assert b"q\\" not in head and f'"{TEST_DATA_BYTES}":{len(data)}'.encode() in head
+    assert os.read(pipe["r"], 1 << 16) == data.encode()
+
+
+@pytest.mark.parametrize("size", [-1, "12", 2**40, None])
+def test_a_request_with_a_bad_test_data_size_is_malformed(pipe, size):
+    message = {"id": 1, "problem": {"test_data": ""}, TEST_DATA_BYTES: size}
+    if size is None:
+        message = {"id": 1, TEST_DATA_BYTES: 3}  # a size without a problem to put it in
+    write_message(pipe["w"], message)
+    with pytest.raises(Malformed):
+        read_request(pipe["r"])
+
+
+def test_test_data_that_is_not_utf8_is_malformed(pipe):
+    os.write(pipe["w"], dumps({"id": 1, "problem": {"test_data": ""}, TEST_DATA_BYTES: 2}) + b"\xff\xfe")
+    with pytest.raises(Malformed, match="UTF-8"):
+        read_request(pipe["r"])
+
+
+def test_widen_gives_a_pipe_a_larger_buffer_and_leaves_other_descriptors_alone(pipe, tmp_path):
+    assert fcntl.fcntl(pipe["w"], fcntl.F_GETPIPE_SZ) < PIPE_BYTES
+    widen(pipe["w"])
+    assert fcntl.fcntl(pipe["r"], fcntl.F_GETPIPE_SZ) == PIPE_BYTES  # one buffer, both ends
+    with open(tmp_path / "f", "wb") as f:
+        widen(f.fileno())  # not a pipe: refused quietly
