@@ -127,6 +127,15 @@ class MatchView:
 def encode(value: Any, helper_types: dict[str, type] | None = None, max_nodes: int = MAX_NODES) -> dict[str, Any]:
     """Encode `value` as plain data. Exact type checks: a subclass of int with a rigged `__eq__`
     is not an int here. `helper_types` maps class names to the classes allowed as objects."""
+    # The commonest values (a scalar answer, a short list of scalars: a call's arguments) as
+    # the general path below makes them, without it (~5 us a call).
+    t = type(value)
+    if value is None or t is str or t is float or t is bool or (t is int and -SMALL_INT < value < SMALL_INT):
+        return {"root": value, "nodes": []}
+    if t is list and len(value) < PACK_MIN:
+        body = _plain(value)
+        if type(body) is list:
+            return {"root": [0], "nodes": [["list", body]]}
     helpers = {cls: name for name, cls in (helper_types or {}).items()}
     nodes: list[Any] = []
     index: dict[int, int] = {}
@@ -403,12 +412,21 @@ def decode(doc: Any, helper_types: dict[str, type] | None = None, max_nodes: int
     of the class runs; attribute names must be public identifiers. Any malformed input raises
     DecodeError and nothing else (a helper's own `__hash__` failing on a half-built object
     included)."""
-    # The two commonest documents (a scalar answer, a call's empty keyword arguments) need none
-    # of the machinery below: ~4 us a call of the judge's and the runner's time otherwise.
-    if type(doc) is dict and len(doc) == 2 and doc.get("nodes") == [] and "root" in doc and type(doc["root"]) in _SCALAR_TYPES:
-        return doc["root"]
-    if doc == NO_KWARGS:
-        return {}
+    # The commonest documents (a scalar, a call's empty keyword arguments, one list of scalars)
+    # need none of the machinery below (~4 us a call of the judge's and the runner's time), and
+    # are within every budget that it would charge.
+    if type(doc) is dict and len(doc) == 2 and "root" in doc and type(doc.get("nodes")) is list:
+        root, nodes = doc["root"], doc["nodes"]
+        if not nodes and type(root) in _SCALAR_TYPES:
+            return root
+        if root == [0] and type(root[0]) is int and len(nodes) == 1:
+            node = nodes[0]
+            if node == ["dict", []]:
+                return {}
+            # one list of plain scalars: a call's arguments, mostly
+            if (type(node) is list and len(node) == 2 and node[0] == "list" and type(node[1]) is list
+                    and len(node[1]) < MAX_ITEMS and set(map(type, node[1])) <= _SCALAR_TYPES):
+                return list(node[1])
     try:
         with paused_gc():
             return _decode(doc, helper_types, max_nodes)

@@ -912,3 +912,27 @@ def test_a_packed_count_over_the_budget_is_refused_before_anything_is_built():
 def test_a_packed_body_is_only_a_sequence_body(tag):
     with pytest.raises(DecodeError):
         decode(over_the_wire(_packed(GOOD_BODY, tag)))
+
+
+SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3))
+SMALL_NODE = st.tuples(st.sampled_from(["list", "tuple", "dict", "set"]), st.lists(SCALAR, max_size=4)).map(list)
+SMALL_DOCS = st.fixed_dictionaries({
+    "root": st.one_of(SCALAR, st.sampled_from([[0], [0.0], [False], [1], []])),
+    "nodes": st.lists(st.one_of(SMALL_NODE, st.just(["dict", []]), st.just(["list"])), max_size=2),
+})
+
+
+@settings(max_examples=500, deadline=None)
+@given(SMALL_DOCS)
+def test_decode_shortcuts_agree_with_the_full_decoder(document):
+    """decode() answers a scalar, empty keyword arguments and one list of scalars without the
+    full decoder: on any small document, the same value or the same refusal."""
+    def outcome(fn):
+        try:
+            return "value", fn()
+        except DecodeError:
+            return "refused", None
+
+    fast = outcome(lambda: decode(document))
+    slow = outcome(lambda: codec._decode(document, None, codec.MAX_NODES))
+    assert fast[0] == slow[0] and same(fast[1], slow[1]), (fast, slow)
