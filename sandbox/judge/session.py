@@ -157,7 +157,6 @@ class Session:
         """Start a runner and send it the solution; it loads while we do other work."""
         to_runner_r, to_runner_w = os.pipe()
         from_runner_r, from_runner_w = os.pipe()
-        protocol.widen(to_runner_w, from_runner_r)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
         stdout_fd = os.open(os.path.join(self.workdir, ".stdout"), flags | os.O_APPEND, 0o600)
         stderr_fd = os.open(os.path.join(self.workdir, ".stderr"), flags | os.O_APPEND, 0o600)

@@ -23,11 +23,22 @@ SQUARE = Problem(
     tests=tuple(Test("function", f"assert candidate({i}) == {i * i}") for i in range(N)),
 )
 GOOD = "def square(x):\n    return x * x\n"
-SHRINK = """
+# The kernel refuses to shrink a pipe below what it holds (EBUSY), so the attack retries on every
+# call from test 150 until the pipe holds less than a page; if it never took, the last answer is
+# wrong and the test fails rather than pass without an attack.
+SHRINK = f"""
 import fcntl
+shrunk = False
 def square(x):
-    if x == 150:
-        fcntl.fcntl(3, fcntl.F_SETPIPE_SZ, 4096)  # its request pipe: one page
+    global shrunk
+    if x >= 150 and not shrunk:
+        try:
+            fcntl.fcntl(3, fcntl.F_SETPIPE_SZ, 4096)  # its request pipe: one page
+            shrunk = True
+        except OSError:
+            pass
+    if x == {N - 1} and not shrunk:
+        return -1
     return x * x
 """
 

@@ -16,6 +16,7 @@ import pytest
 
 from sandbox.judge.protocol import (
     PIPE_BYTES,
+    QUOTA_KEPT,
     TEST_DATA_BYTES,
     Malformed,
     ProtocolError,
@@ -349,3 +350,58 @@ def test_widen_gives_a_pipe_a_larger_buffer_and_leaves_other_descriptors_alone(p
     assert fcntl.fcntl(pipe["r"], fcntl.F_GETPIPE_SZ) == PIPE_BYTES  # one buffer, both ends
     with open(tmp_path / "f", "wb") as f:
         widen(f.fileno())  # not a pipe: refused quietly
+
+
+def test_widen_stops_before_the_users_pipe_quota_runs_low():
+    """Past the soft quota every new pipe of the user gets 8 KiB, so widen must leave QUOTA_KEPT
+    wide pipes' worth free. Run as an unprivileged user (root's pipes are never capped)."""
+    soft_pages = int(open("/proc/sys/fs/pipe-user-pages-soft").read())
+    errors_r, errors_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports a failed assertion through the pipe, then exits
+        code = 0
+        try:
+            os.close(errors_r)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            check_widen_against_the_quota(soft_pages)
+        except BaseException as exc:  # noqa: BLE001 - a forked child must report anything, then exit
+            os.write(errors_w, repr(exc).encode()[:4000])
+            code = 1
+        os._exit(code)
+    os.close(errors_w)
+    with os.fdopen(errors_r, "rb") as errors:
+        report = errors.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0, report
+
+
+def check_widen_against_the_quota(soft_pages: int) -> None:
+    def size(fd: int) -> int:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+    ours = os.pipe()
+    widen(ours[1])
+    assert size(ours[1]) == PIPE_BYTES, "widen refused with the quota nearly empty"
+    if not soft_pages:
+        return  # no quota on this machine: nothing else to keep free
+    hogs: list[tuple[int, int]] = []
+    while True:  # take the quota until not one more wide pipe fits
+        r, w = os.pipe()
+        hogs.append((r, w))
+        try:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except PermissionError:
+            break
+    for r, w in hogs[-QUOTA_KEPT // 2:]:  # give back about half of what widen keeps free
+        os.close(r)
+        os.close(w)
+    late = os.pipe()
+    widen(late[1])
+    assert size(late[1]) == 65536, "widened with less than QUOTA_KEPT wide pipes of quota left"
+    assert size(os.pipe()[1]) == 65536, "a new pipe was capped: the quota ran out"
+    for r, w in hogs[: -QUOTA_KEPT // 2]:
+        os.close(r)
+        os.close(w)
+    widen(late[1])
+    assert size(late[1]) == PIPE_BYTES, "widen refused after the quota was given back"
