@@ -22,7 +22,7 @@ between the two processes, packed ~60 ns. Charged by its count like any body, be
 
 from __future__ import annotations
 
-import base64
+import binascii
 import collections
 import itertools
 import re
@@ -78,7 +78,7 @@ _SEQUENCES: dict[type, str] = {list: "list", tuple: "tuple", set: "set", frozens
 # it is a builtin type; otherwise it arrives as None.
 _DICTS: dict[type, str] = {dict: "dict", collections.Counter: "Counter", collections.OrderedDict: "OrderedDict",
                            collections.defaultdict: "defaultdict"}
-_SEQUENCE_TAGS = frozenset((*_SEQUENCES.values(),))
+SEQUENCE_TAGS = frozenset((*_SEQUENCES.values(),))
 _FACTORIES: dict[str, type] = {t.__name__: t for t in (int, float, str, list, dict, set, tuple, bool)}
 
 
@@ -218,33 +218,50 @@ def _plain(items: Any) -> list[Any] | str | None:
     types = set(map(type, items))
     if not types <= _SCALAR_TYPES:
         return None
+    if len(items) >= PACK_MIN and types <= _PACK_CODES.keys():
+        body = _pack(items if type(items) is list else list(items), types)
+        if body is not None:
+            return body
     if int in types:
         # Numbers only: min/max in C. A NaN can only make the bound check fail (then the slow path).
         numbers = items if types <= _NUMBER_TYPES else [v for v in items if type(v) is int]
         if not (-SMALL_INT < min(numbers) and max(numbers) < SMALL_INT):
             return None
-    if len(items) >= PACK_MIN and types <= _PACK_CODES.keys():
-        return _pack(items if type(items) is list else list(items), types)
     return list(items)
 
 
-def _pack(items: list[Any], types: set[type]) -> str | list[Any]:
-    """A body of numbers (exact ints within 64 bits, exact floats) as PACKED text, or as a list
-    when it has more than PACK_RUNS runs of one type."""
-    if len(types) == 1:
-        runs = [(len(items), _PACK_CODES[types.pop()])]
-    else:
-        runs = []
-        for t, group in itertools.groupby(map(type, items)):
-            if len(runs) == PACK_RUNS:
-                return list(items)
-            runs.append((len(list(group)), _PACK_CODES[t]))
-    data = bytearray()
-    start = 0
-    for n, code in runs:
-        data += array(code, items[start:start + n])
-        start += n
-    return "".join(f"{n}{code}" for n, code in runs) + ":" + base64.b64encode(data).decode("ascii")
+def _pack(items: list[Any], types: set[type]) -> str | None:
+    """A body of numbers (exact ints, exact floats) as PACKED text; None when it has more than
+    PACK_RUNS runs of one type, more than MAX_ITEMS numbers, or an int past 64 bits (the array
+    refuses it: no bound check of its own)."""
+    if len(items) > MAX_ITEMS:
+        return None
+    runs = [(len(items), _PACK_CODES[next(iter(types))])] if len(types) == 1 else _runs(items)
+    if runs is None:
+        return None
+    try:
+        if len(runs) == 1:
+            data: array[Any] | bytearray = array(runs[0][1], items)
+        else:
+            data = bytearray()
+            start = 0
+            for n, code in runs:
+                data += array(code, items[start:start + n])
+                start += n
+    except OverflowError:
+        return None
+    head = "".join(f"{n}{code}" for n, code in runs)
+    return f"{head}:{binascii.b2a_base64(data, newline=False).decode('ascii')}"
+
+
+def _runs(items: list[Any]) -> list[tuple[int, str]] | None:
+    """The runs of one type in a body of ints and floats; None past PACK_RUNS runs."""
+    runs: list[tuple[int, str]] = []
+    for t, group in itertools.groupby(map(type, items)):
+        if len(runs) == PACK_RUNS:
+            return None
+        runs.append((len(list(group)), _PACK_CODES[t]))
+    return runs
 
 
 def packed(items: list[Any]) -> str | None:
@@ -254,10 +271,7 @@ def packed(items: list[Any]) -> str | None:
     types = set(map(type, items))
     if len(items) < PACK_MIN or not types <= _PACK_CODES.keys():
         return None
-    if int in types and not (-SMALL_INT < min(items) and max(items) < SMALL_INT):
-        return None
-    body = _pack(items, types)
-    return body if type(body) is str else None
+    return _pack(items, types)
 
 
 def _packed_runs(body: str) -> list[tuple[int, str]]:
@@ -277,7 +291,9 @@ def _unpack(body: str) -> list[Any]:
     if len(text) != 4 * -(-size // 3):
         raise DecodeError("packed numbers of the wrong length")
     try:
-        data = memoryview(base64.b64decode(text, validate=True))
+        # Not strict (b64decode's check is a regex over the text): whatever it makes of odd
+        # text, the length check below bounds it, and any 8 bytes are a number.
+        data = memoryview(binascii.a2b_base64(text))
     except ValueError:
         raise DecodeError("packed numbers that are not base64") from None
     if len(data) != size:
@@ -287,6 +303,8 @@ def _unpack(body: str) -> list[Any]:
     for n, code in runs:
         numbers = array(code)
         numbers.frombytes(data[start:start + 8 * n])
+        if len(runs) == 1:
+            return numbers.tolist()
         out += numbers.tolist()
         start += 8 * n
     return out
@@ -311,7 +329,7 @@ def check_budgets(raw: list[Any]) -> None:
             tag = node[0]
             bodies = node[2:3] if tag == "obj" else node[1:4] if tag == "match" else () if tag in _ATOMS else node[1:2]
             for body in bodies:
-                if type(body) is str and tag in _SEQUENCE_TAGS:
+                if type(body) is str and tag in SEQUENCE_TAGS:
                     own += sum(n for n, _ in _packed_runs(body))  # scalars all
                     continue
                 if type(body) is not list:
@@ -446,8 +464,10 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
     if len(raw) > max_nodes:
         raise TooLarge(f"value has more than {max_nodes} parts")
     check_budgets(raw)
-    raw = [[node[0], _unpack(node[1])] if type(node) is list and len(node) == 2 and type(node[1]) is str
-           and node[0] in _SEQUENCE_TAGS else node for node in raw]
+    unpacked = {i for i, node in enumerate(raw) if type(node) is list and len(node) == 2 and type(node[1]) is str
+                and node[0] in SEQUENCE_TAGS}  # PACKED bodies: numbers, nothing to resolve
+    if unpacked:
+        raw = [[node[0], _unpack(node[1])] if i in unpacked else node for i, node in enumerate(raw)]
     made: list[Any] = [None] * len(raw)
     # Pass 1: create every container empty (immutable ones are filled in pass 2 in an order
     # that respects their children). Pass 2 fills mutable containers.
@@ -537,7 +557,8 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
                 resolving.add(j)
                 stack.extend(pending)
                 continue
-            elems = [value(v) for v in items(j)]
+            body = items(j)
+            elems = list(body) if j in unpacked or set(map(type, body)) <= _SCALAR_TYPES else [value(v) for v in body]
             tag = raw[j][0]
             try:
                 if tag != "tuple":
@@ -574,7 +595,7 @@ def _decode(doc: Any, helper_types: dict[str, type] | None, max_nodes: int) -> A
         tag = node[0]
         if tag in ("list", "deque"):
             body = items(i)
-            if set(map(type, body)) <= _SCALAR_TYPES:
+            if i in unpacked or set(map(type, body)) <= _SCALAR_TYPES:
                 made[i].extend(body)  # nothing to resolve: the common case, at C speed
             else:
                 made[i].extend(value(v) for v in body)

@@ -56,10 +56,14 @@ def problem_key(problem: dict[str, Any]) -> str:
     """What names a prepared problem in the judge's cache: a hash of everything it is made from.
     The long texts are hashed as they are (a JSON dump of 147 MB of test data would cost a second)."""
     sha = hashlib.sha256(json.dumps([problem.get(k) for k in ("candidate", "entry_point", "tests")]).encode())
-    for name in ("preamble", "test_setup", "test_data"):
+    for name in ("preamble", "test_setup"):
         text = str(problem.get(name) or "").encode("utf-8", "surrogatepass")
         sha.update(b"%d:" % len(text))
         sha.update(text)
+    data = problem.get(protocol.TEST_DATA_SHA256)  # protocol.read_request hashed it as it came
+    if data is None:
+        data = hashlib.sha256(str(problem.get("test_data") or "").encode("utf-8", "surrogatepass")).hexdigest()
+    sha.update(data.encode())
     return sha.hexdigest()
 
 

@@ -7,21 +7,27 @@ past the deadline, never an unbounded allocation.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import struct
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from sandbox.judge import codec, server
 from sandbox.judge.protocol import (
     PIPE_BYTES,
     QUOTA_KEPT,
     TEST_DATA_BYTES,
+    TEST_DATA_SHA256,
     Malformed,
     ProtocolError,
     Timeout,
     dumps,
+    dumps_spliced,
     read_message,
     read_request,
     widen,
@@ -315,7 +321,30 @@ def test_a_request_round_trips_with_its_test_data_as_raw_bytes(pipe, request_):
         assert read_message(pipe["r"], soon()) == {"next": True}
     finally:
         writer.join()
+    problem = got.get("problem", {})
+    digest = problem.pop(TEST_DATA_SHA256, None)
     assert got == request_
+    if problem.get("test_data"):  # hashed as it came, for the judge's cache key
+        assert digest == hashlib.sha256(problem["test_data"].encode("utf-8", "surrogatepass")).hexdigest()
+        assert server.problem_key({**problem, TEST_DATA_SHA256: digest}) == server.problem_key(problem)
+    else:
+        assert digest is None
+
+
+@pytest.mark.parametrize("data", ["", "[1, 2]"])
+def test_a_test_data_hash_that_came_in_the_json_is_dropped(pipe, data):
+    """Only read_request's own hash of the bytes names the data in the judge's cache: a request
+    cannot bring one that would point at another problem's prepared namespace."""
+    forged = "0" * 64
+    request = {"id": 1, "problem": {"test_data": data, TEST_DATA_SHA256: forged}}
+    writer = threading.Thread(target=write_request, args=(pipe["w"], request))
+    writer.start()
+    try:
+        got = read_request(pipe["r"])
+    finally:
+        writer.join()
+    assert got["problem"].get(TEST_DATA_SHA256) != forged
+    assert server.problem_key(got["problem"]) == server.problem_key({"test_data": data})
 
 
 def test_the_raw_test_data_is_not_escaped_into_the_json(pipe):
@@ -405,3 +434,28 @@ def check_widen_against_the_quota(soft_pages: int) -> None:
         os.close(w)
     widen(late[1])
     assert size(late[1]) == PIPE_BYTES, "widen refused after the quota was given back"
+
+
+NUMBERS = st.one_of(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=codec.PACK_MIN, max_size=300),
+                    st.lists(st.floats(allow_nan=False), min_size=codec.PACK_MIN, max_size=300))
+USER_TEXT = st.one_of(st.text(), st.just("\x00spliced\x00"), st.just("\ud800"), st.just("\U0001f600"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(NUMBERS, min_size=1, max_size=3), st.lists(USER_TEXT, max_size=3))
+def test_a_spliced_message_parses_like_the_one_dumps_makes(numbers, texts):
+    """The runner's spliced answers against `dumps`: same message, whatever else the value holds
+    (the mark itself, lone surrogates, astral characters)."""
+    value = codec.encode([*numbers, *texts])
+    message = {"test": 7, "ok": value, "time_s": 0.25}
+    spliced = [(node, 1) for node in value["nodes"] if type(node[1]) is str]
+    assert len(spliced) == len(numbers)  # each list of numbers is PACKED
+    before = repr(message)
+    r, w = os.pipe()
+    try:
+        os.write(w, dumps_spliced(message, spliced) + dumps(message))
+        assert read_message(r) == read_message(r) == message
+    finally:
+        os.close(r)
+        os.close(w)
+    assert repr(message) == before  # the texts are put back
