@@ -799,6 +799,14 @@ def test_shared_references_expanding_past_the_budget_are_too_large():
     assert time.monotonic() - started < 1
 
 
+def test_one_list_shared_by_every_item_of_another_is_charged_for_each_share():
+    """The two-level shape that decode() builds without the full decoder, with its one leaf
+    referenced 100 times: 10**7 parts expanded, past MAX_EXPANDED, from 10**5 on the wire."""
+    assert 100 * 100_000 > codec.MAX_EXPANDED
+    with pytest.raises(codec.TooLarge):
+        decode(doc([["list", [[1]] * 100], ["list", [0] * 100_000]]))
+
+
 def test_legitimate_sharing_within_the_budget_decodes():
     grid = [[0] * 1000] * 1000  # a common way to build a matrix: one row shared 1000 times
     out = roundtrip(grid)
@@ -920,11 +928,29 @@ SMALL_DOCS = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=500, deadline=None)
-@given(SMALL_DOCS)
+REF = st.one_of(st.integers(-1, 4).map(lambda i: [i]), st.sampled_from([[0.0], [True], [1, 2], [], "x", {"a": 1}]))
+LEAF = st.one_of(SMALL_NODE, st.just(["list", [[1]]]), st.just(["tuple", "64q:" + "A" * 684]), st.just(["list"]))
+
+
+@st.composite
+def shallow_docs(draw) -> dict:
+    """Node 0 with references: mostly one to each later node (the two-level shortcut's documents),
+    with near misses (a reference repeated, missing or malformed, a leaf of another kind)."""
+    leaves = draw(st.lists(LEAF, min_size=1, max_size=3))
+    body = [[i + 1] for i in range(len(leaves))] + draw(st.lists(SCALAR, max_size=3))
+    if draw(st.booleans()):
+        body += draw(st.lists(REF, min_size=1, max_size=2))
+    body = draw(st.permutations(body))
+    head = [draw(st.sampled_from(["list", "list", "tuple", "set", "dict"])), body]
+    return {"root": draw(st.sampled_from([[0], [0], [0], [False], [1]])), "nodes": [head, *leaves]}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(SMALL_DOCS, shallow_docs()))
 def test_decode_shortcuts_agree_with_the_full_decoder(document):
-    """decode() answers a scalar, empty keyword arguments and one list of scalars without the
-    full decoder: on any small document, the same value or the same refusal."""
+    """decode() answers a scalar, empty keyword arguments, one list of scalars and two levels
+    of lists and tuples of scalars without the full decoder: on any small document, the same
+    value or the same refusal."""
     def outcome(fn):
         try:
             return "value", fn()
