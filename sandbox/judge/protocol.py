@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import hashlib
 import json
 import os
 import select
@@ -205,6 +204,10 @@ def read_request(fd: int, max_size: int = MAX_MESSAGE) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Malformed("a problem's test_data is not UTF-8") from None
     # Hashed here, as bytes: encoding the text again for the key costs ~0.7 s a GB (a fresh copy).
+    # Imported here: the runner imports this module, and hashlib's OpenSSL adds ~4 MB to the
+    # resident memory of every process of a solution, which counts against its memory limit.
+    import hashlib
+
     problem[TEST_DATA_SHA256] = hashlib.sha256(raw).hexdigest()
     return request
 

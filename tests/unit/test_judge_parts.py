@@ -188,3 +188,23 @@ def test_the_judge_cpu_budget_fires_inside_its_block_and_never_after_it() -> Non
             _spin(1.0)  # past the budget, outside the block: nothing fires
     with budget.armed(0.1, lambda: TimeoutError("ticking stopped with its block")):
         _spin(0.5)  # no solution's tests running: no ticks
+
+
+def test_the_zygote_loads_no_openssl():
+    """Every process of a solution is a fork of the zygote, and their resident memory together
+    counts against the solution's limit: hashlib's OpenSSL (~4 MB each) once pushed a correct
+    fork bomb over 512 MiB. The zygote's imports, as it makes them (its warm modules included),
+    must not load it."""
+    import subprocess
+    import sys
+
+    from sandbox.backends.base import judge_boot
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cleanup.__file__)))
+    boot = judge_boot(package_parent).replace("from judge.server import main; main()", "import judge.runner as r")
+    script = boot + (
+        "\nfor m in r.WARM_MODULES:\n    try:\n        __import__(m)\n    except ImportError:\n        pass"
+        "\nprint(sorted(sys.modules))"
+    )
+    modules = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "'judge.runner'" in modules and "_hashlib" not in modules
