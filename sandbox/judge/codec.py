@@ -467,8 +467,11 @@ def _shallow(nodes: list[Any]) -> list[Any] | tuple[Any, ...] | None:
     None for any other document, or one over the item budget: the full decoder then decides.
     Within these bounds no other budget can be reached (depth 2, nothing shared, fewer nodes
     than MAX_NODES)."""
+    head = nodes[0]
+    if type(head) is not list or len(head) != 2 or head[0] not in ("list", "tuple") or type(head[1]) is not list:
+        return None
     leaves: list[Any] = [None]
-    items = len(nodes)
+    items = len(nodes) + len(head[1])
     for node in itertools.islice(nodes, 1, None):
         if (type(node) is not list or len(node) != 2 or type(node[1]) is not list
                 or not set(map(type, node[1])) <= _SCALAR_TYPES):
@@ -480,10 +483,6 @@ def _shallow(nodes: list[Any]) -> list[Any] | tuple[Any, ...] | None:
             leaves.append(tuple(node[1]))
         else:
             return None
-    head = nodes[0]
-    if type(head) is not list or len(head) != 2 or head[0] not in ("list", "tuple") or type(head[1]) is not list:
-        return None
-    items += len(head[1])
     if items > MAX_ITEMS:
         return None
     out: list[Any] = []

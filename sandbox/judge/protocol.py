@@ -51,12 +51,13 @@ def widen(*fds: int) -> None:
     by default) is spent, gives every new pipe of that user 8 KiB, ours and everyone else's. So a
     pipe is widened only while QUOTA_KEPT more could be: many workers or processes stop widening
     long before they would shrink anybody's pipes."""
+    if not _quota_room(QUOTA_KEPT + len(fds)):
+        return
     for fd in fds:
-        if _quota_room(QUOTA_KEPT + 1):
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-            except OSError:  # not a pipe, or the quota filled meanwhile
-                pass
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:  # not a pipe, or the quota filled meanwhile
+            pass
 
 
 def _quota_room(pipes: int) -> bool:
