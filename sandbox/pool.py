@@ -13,9 +13,11 @@ the least judge time goes first, its requests in turn (`sandbox.fair`). A `per_t
 its judge between tests once it has run for a time slice (max(1 s, the test wall limit)); the rest
 of its tests wait for its client's next turn and the slices come back as one result, so a flood of
 looping solutions from one client delays another client's small request by about one slice per
-judge, not by a whole solution's 60 s. Thread-safe by contract: any number of threads may submit,
-map and cancel at once (a server's requests, a reward function called from several threads) and
-share the warm judges.
+judge, not by a whole solution's 60 s. Of a list handed to `map` or `as_completed`, the jobs whose
+problem's reference solution took LONG_JOB_S or more are queued first, the costliest first (longest
+processing time first: a slow one queued last would end the batch alone on one judge). Thread-safe
+by contract: any number of threads may submit, map and cancel at once (a server's requests, a reward
+function called from several threads) and share the warm judges.
 
 Cancelling a future that is still queued drops it; cancelling one that is being graded kills its
 worker's judge at once (the thread then reaps it, and the next item starts a fresh one), so a
@@ -32,10 +34,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +56,16 @@ DEADLINE_MARGIN_S = 30.0
 # the rest and sat idle behind it (2 judges: -25% throughput on LeetCode solutions, bench/sandbox_scaling.py);
 # 32 keeps them busy. The cost of more: graded but unyielded results an interrupted run grades again.
 LOOKAHEAD_PER_WORKER = 32
+# A job whose problem's reference solution took this long or longer (Problem.expected_s) is submitted
+# when map/as_completed start, costliest first, wherever it sits in the batch: started last, it ends
+# the batch alone on one judge while the others idle (MBPP+'s Mbpp/599 takes 8.5 s of a 15 s batch on
+# two judges). Shorter jobs keep their order: the tail one of them can add is small (grading costs up
+# to ~2.5x the reference's time where outputs are large: Mbpp/630, 0.86 s -> 2.0 s).
+LONG_JOB_S = 0.25
 CLOSE_JOIN_S = 10.0
 SLICE_MIN_S = 1.0  # a per_test job yields its judge between tests after max(this, wall_s) seconds
 
-__all__ = ["DEADLINE_MARGIN_S", "Job", "Pool", "Worker", "WorkerError", "default_workers"]
+__all__ = ["DEADLINE_MARGIN_S", "LONG_JOB_S", "Job", "Pool", "Worker", "WorkerError", "default_workers"]
 
 
 @dataclass
@@ -197,17 +206,20 @@ class Pool:
 
     def map(self, jobs: Iterable[Job], total: int | None = None) -> Generator[GradeResult, None, None]:
         """Grade jobs; yield results in input order as they become ready. Jobs are submitted
-        lazily, LOOKAHEAD_PER_WORKER per worker ahead of the consumer; closing the iterator early (or an
-        exception in the consumer) cancels what it submitted and has not yet yielded."""
+        lazily, LOOKAHEAD_PER_WORKER per worker ahead of the consumer, except that the long jobs of
+        a sequence start at once (`_long_first`); closing the iterator early (or an exception in the
+        consumer) cancels what it submitted and has not yet yielded."""
         self.start()
         window: collections.deque[Future[GradeResult]] = collections.deque()
-        source = iter(jobs)
         limit = max(1, self.size * LOOKAHEAD_PER_WORKER)
+        early = {position: self.submit(job) for position, job in _long_first(jobs, limit)}
+        source = enumerate(jobs)
         bar = _progress(total, self.progress)
         try:
             while True:
-                for job in source:
-                    window.append(self.submit(job))
+                for position, job in source:
+                    future = early.pop(position, None)
+                    window.append(future if future is not None else self.submit(job))
                     if len(window) >= limit:
                         break
                 if not window:
@@ -217,15 +229,23 @@ class Pool:
                 yield result
         finally:
             self.cancel(window)
+            self.cancel(early.values())
             bar.close()
 
     grade = map  # the name callers used before the pool was an executor
 
     def as_completed(self, jobs: Iterable[Job], total: int | None = None) -> Completed:
         """Grade jobs; iterate (job, result) as each finishes, LOOKAHEAD_PER_WORKER per worker in
-        flight. What resumable output uses: a slow solution holds back no finished one."""
+        flight (a sequence's long jobs first, `_long_first`). What resumable output uses: a slow
+        solution holds back no finished one."""
         self.start()
-        return Completed(self, iter(jobs), max(1, self.size * LOOKAHEAD_PER_WORKER), _progress(total, self.progress))
+        limit = max(1, self.size * LOOKAHEAD_PER_WORKER)
+        early = _long_first(jobs, limit)
+        order: Iterator[Job] = iter(jobs)
+        if early:
+            first = {position for position, _job in early}
+            order = itertools.chain((job for _p, job in early), (job for p, job in enumerate(jobs) if p not in first))
+        return Completed(self, order, limit, _progress(total, self.progress))
 
     def cancel(self, futures: Iterable[Future[GradeResult]]) -> int:
         """Cancel every unfinished future given (for example all of one request's); returns how many."""
@@ -322,6 +342,16 @@ class Pool:
         return GradeResult.uniform(
             problem.task_id, len(problem.tests), Verdict.SANDBOX_ERROR, self.backend.name, reason, attempts=self.max_attempts
         )
+
+
+def _long_first(jobs: Iterable[Job], limit: int) -> list[tuple[int, Job]]:
+    """(position, job) of the jobs expected to take LONG_JOB_S or more, costliest first, at most
+    `limit` of them (what map holds besides its window). Only a sequence is looked through: a
+    lazy iterable stays lazy, in its order."""
+    if not isinstance(jobs, Sequence):
+        return []
+    long = [(position, job) for position, job in enumerate(jobs) if job.problem.expected_s >= LONG_JOB_S]
+    return sorted(long, key=lambda pair: -pair[1].problem.expected_s)[:limit]
 
 
 def _rest(job: Job, result: GradeResult | None) -> Job | None:

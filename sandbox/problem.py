@@ -164,6 +164,16 @@ class Problem:
     def kind(self) -> TestKind:
         return self.tests[0].kind if self.tests else "function"
 
+    @property
+    def expected_s(self) -> float:
+        """Seconds the dataset's reference solution took on these tests (metadata `reference_s`,
+        recorded where we ran it for the expected outputs; 0.0 when unknown). The pool starts a
+        batch's long jobs first, so that none of them ends the batch alone on one judge."""
+        try:
+            return max(0.0, float(self.metadata.get("reference_s") or 0.0))
+        except (TypeError, ValueError):
+            return 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,

@@ -163,7 +163,8 @@ def with_expected(problem: Problem, records: list[dict[str, Any]]) -> Problem:
     if slowest > limits.cpu_s:
         limits = dataclasses.replace(limits, cpu_s=slowest, wall_s=max(limits.wall_s, slowest + 2.0))
     return dataclasses.replace(problem, test_setup=setup, test_data=data, limits=limits,
-                               metadata={**problem.metadata, "evalplus": info})
+                               metadata={**problem.metadata, "evalplus": info,
+                                         "reference_s": round(sum(info["reference_time_s"]), 6)})
 
 
 GradeJobs = Callable[[list[tuple[Problem, str]]], Iterable[GradeResult]]

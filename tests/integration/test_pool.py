@@ -3,6 +3,7 @@ infrastructure failures reported as sandbox_error, never as a solution's failure
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -11,8 +12,8 @@ import time
 import pytest
 
 from sandbox.backends import ProcessBackend
-from sandbox.pool import Job, Pool, WorkerError
-from sandbox.problem import Limits, Problem, Test, Verdict
+from sandbox.pool import LONG_JOB_S, Job, Pool, WorkerError, _long_first
+from sandbox.problem import GradeResult, Limits, Problem, Test, Verdict
 
 from ..conftest import backend_or_fail
 
@@ -206,6 +207,41 @@ def test_as_completed_holds_no_finished_result_behind_a_slow_one_and_hands_over_
             time.sleep(0.01)
         again = [(job.index, r.pass_rate) for job, r in pool.as_completed(jobs[1:4])]  # plain iteration
         assert sorted(again) == [(1, 1.0), (2, 0.0), (3, 1.0)]
+
+
+STAMPED = "import time\nprint(time.monotonic())\ndef square(x):\n    return x * x\n"  # when it was loaded
+
+
+def test_a_batchs_long_jobs_start_first_and_results_keep_their_order(backend: str) -> None:
+    """Jobs whose reference solution took LONG_JOB_S or more start before the rest of a batch,
+    the costliest first, through map (results still in input order) and as_completed; a lazy
+    iterable keeps its order (the control: the same batch, the long jobs start last)."""
+    long = [dataclasses.replace(SQUARE, task_id=f"long{s}", metadata={"reference_s": s}) for s in (0.5, 3.0)]
+    short = dataclasses.replace(SQUARE, task_id="short", metadata={"reference_s": LONG_JOB_S / 2})
+    jobs = [Job(i, short, STAMPED, "per_test") for i in range(4)]
+    jobs += [Job(4, long[0], STAMPED, "per_test"), Job(5, short, STAMPED, "per_test"),
+             Job(6, long[1], STAMPED, "per_test")]
+
+    def started(results: list[tuple[int, GradeResult]]) -> list[int]:  # job indexes by load time
+        assert all(r.pass_rate == 1.0 for _i, r in results)
+        return [i for i, r in sorted(results, key=lambda pair: float(pair[1].stdout.split()[0]))]
+
+    with Pool(backend, workers=1) as pool:  # one judge: the start order is the submission order
+        mapped = list(pool.map(jobs))
+        assert [r.task_id for r in mapped] == [j.problem.task_id for j in jobs]
+        assert started(list(enumerate(mapped))) == [6, 4, 0, 1, 2, 3, 5]
+        assert started([(j.index, r) for j, r in pool.as_completed(jobs)]) == [6, 4, 0, 1, 2, 3, 5]
+        assert started(list(enumerate(pool.map(iter(jobs))))) == list(range(7))
+
+
+def test_only_a_sequence_is_reordered_and_at_most_limit_long_jobs_go_first() -> None:
+    costs = [0.0, 2.0, LONG_JOB_S, 0.1, 5.0, LONG_JOB_S * 0.99, 7.0]
+    jobs = [Job(i, dataclasses.replace(SQUARE, metadata={"reference_s": c}), "", "per_test") for i, c in enumerate(costs)]
+    assert [p for p, _job in _long_first(jobs, 10)] == [6, 4, 1, 2]
+    assert [p for p, _job in _long_first(jobs, 2)] == [6, 4]
+    assert _long_first(iter(jobs), 10) == [] and _long_first((j for j in jobs), 10) == []
+    odd = [Job(0, dataclasses.replace(SQUARE, metadata={"reference_s": v}), "", "per_test") for v in ("x", None, -3, [1])]
+    assert _long_first(odd, 10) == []  # metadata from a user's file that is not a number is no hint
 
 
 def test_concurrent_submit_from_threads(backend: str) -> None:

@@ -123,3 +123,16 @@ def test_mbpp_plus_loads_with_plus_inputs():
     assert len(loaded) == 378 and not loaded.errors and loaded.formats == {"mbppplus": 378}
     assert loaded["Mbpp/793"].metadata["evalplus"]["plus"] == 0  # its plus_input is {}
     assert loaded.num_tests > 10 * load_problems(MBPP, tests="base").num_tests
+
+
+@needs_data
+def test_expected_outputs_carry_the_reference_time_the_pool_schedules_by():
+    from sandbox.datasets.reference import with_expected
+
+    problem = load_problems(MBPP)["Mbpp/2"]
+    assert problem.expected_s == 0.0  # nothing run yet: no hint
+    n = len(problem.tests)
+    records = [{"ok": [3, 4], "time_s": 0.5 if i == 0 else 0.001} for i in range(n)]
+    filled = with_expected(problem, records)
+    assert filled.expected_s == pytest.approx(0.5 + 0.001 * (n - 1))
+    assert filled.metadata["evalplus"]["reference_time_s"][0] == 0.5
