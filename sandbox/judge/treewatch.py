@@ -5,8 +5,12 @@ solution can move its own soft CPU limit. While the judge waits for an answer it
 runner's tree every `INTERVAL` seconds (from /proc, outside the solution's reach: the runner's
 PID namespace cannot name the judge) and ends the solution when the tree together holds more
 resident memory than `memory_mb`, or has used more CPU time during the current test than
-`cpu_s`. Processes are found through /proc/PID/task/TID/children, so orphans (reparented to
-the runner, the PID 1 of its namespace) stay counted. A sample costs ~50 us per process.
+`cpu_s`. Memory that no process holds resident (memory files, System V segments) is refused by
+the runner's seccomp filter instead (`seccomp`). Not seen: shared pages a child inherited after
+its parent filled and unmapped them (a child's page table is filled lazily, so they are in
+nobody's RSS), bounded by `processes` x RLIMIT_AS while the solution lives. Processes are found
+through /proc/PID/task/TID/children, so orphans (reparented to the runner, the PID 1 of its
+namespace) stay counted. A sample costs ~50 us per process.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import time
 from .verdicts import MEMORY, TIMEOUT
 
 INTERVAL = 0.05
-PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 MAX_PROCESSES = 4096  # a tree bigger than this is a fork bomb: RLIMIT_NPROC ends it first
 
@@ -53,15 +56,28 @@ def tree(root: int) -> list[int]:
     return out
 
 
+def resident(pid: int) -> int:
+    """Bytes of anonymous and shared-memory pages `pid` has resident (RssAnon + RssShmem of
+    /proc/PID/status, readable for a non-dumpable process too). Shared memory counts: children
+    that each map and fill MAP_SHARED memory held 1.3 GB under a 512 MiB limit while only
+    private pages (statm's resident - shared) were counted. File pages (the interpreter's
+    libraries) do not."""
+    total = 0
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith(("RssAnon:", "RssShmem:")):
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                total += int(fields[1]) * 1024
+    return total
+
+
 def usage(root: int) -> tuple[int, float]:
-    """(resident private bytes, CPU seconds) of the tree under `root`; the CPU time of reaped
-    children is included through their parent's cutime/cstime."""
+    """(resident bytes, CPU seconds) of the tree under `root`; the CPU time of reaped children
+    is included through their parent's cutime/cstime."""
     memory = 0
     cpu = 0
     for pid in tree(root):
-        statm = _read(f"/proc/{pid}/statm").split()
-        if len(statm) >= 3:
-            memory += max(0, int(statm[1]) - int(statm[2])) * PAGE
+        memory += resident(pid)
         stat = _read(f"/proc/{pid}/stat")
         fields = stat.rsplit(")", 1)[-1].split()
         if len(fields) >= 15:

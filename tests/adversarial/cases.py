@@ -304,6 +304,59 @@ class Solution:
 ''', "memory", "timeout",
          notes="every page is written: 512 MiB costs 0.3 s of CPU here and over 1 s on a cold VM "
                "(CI once), so it ends at whichever limit it reaches first; it never passes"),
+    # --- memory no process is charged for: each answers right only if it held 1.5x the 512 MiB limit ------
+    case("sysv_shm_hoard", '''
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+held = 0
+for _ in range(3):
+    segment = libc.shmget(0, 256 << 20, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+    if segment < 0:
+        break
+    address = libc.shmat(segment, None, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        break
+    ctypes.memset(address, 1, 256 << 20)
+    libc.shmdt(ctypes.c_void_p(address))  # detached, the segment stays: in no process's memory
+    held += 1
+class Solution:
+    def add(self, a, b): return a + b if held == 3 else a - b
+''', PASS_ONLY_IF, "memory", "runtime_error",
+         notes="shmget fails (the runner's seccomp filter): System V segments outlive every mapping"),
+    case("memfd_hoard", '''
+import os
+files = []
+for _ in range(52):  # 52 x 15 MiB, each under RLIMIT_FSIZE, descriptors under RLIMIT_NOFILE
+    try:
+        fd = os.memfd_create("hoard")
+        for offset in range(0, 15 << 20, 1 << 20):
+            os.pwrite(fd, b"x" * (1 << 20), offset)
+    except OSError:
+        break
+    files.append(fd)
+class Solution:
+    def add(self, a, b): return a + b if len(files) == 52 else a - b
+''', PASS_ONLY_IF, "memory", "runtime_error",
+         notes="memfd_create fails (seccomp): a memory file held by a descriptor is in no process's RSS"),
+    case("shared_memory_children", '''
+import mmap, os, select
+read_end, write_end = os.pipe()
+for _ in range(3):
+    if os.fork() == 0:
+        block = mmap.mmap(-1, 256 << 20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        for offset in range(0, 256 << 20, 4096):
+            block[offset] = 1
+        os.write(write_end, b"+")
+        while True:
+            select.select([], [], [])
+held = b""
+while len(held) < 3 and select.select([read_end], [], [], 5)[0]:
+    held += os.read(read_end, 3)
+class Solution:
+    def add(self, a, b): return a + b if held == b"+++" else a - b
+''', PASS_ONLY_IF, "memory", "runtime_error", "timeout",
+         notes="shared pages count against the tree (RssShmem): three children held 768 MiB of them"),
     case("raise_rlimits", '''
 import resource
 for r in (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_NPROC):

@@ -30,6 +30,11 @@ PROGRAMS = {
         [1 / 3, "wrong_answer"],
     ),
     "crash": ("raise ValueError('no')\n", [0.0, "runtime_error"]),
+    "memory files are denied": (  # the runner's seccomp filter holds in a stdio program's fork too
+        "import os, sys\ntry:\n    os.memfd_create('hoard')\n    sign = -1\nexcept OSError:\n    sign = 1\n"
+        "for line in sys.stdin:\n    a, b = map(int, line.split())\n    print(a + sign * b)\n",
+        [1.0, "passed"],
+    ),
     "spin": ("while True:\n    pass\n", [0.0, "timeout"]),
     "syntax": ("print(1\n", [0.0, "syntax_error"]),
 }

@@ -208,3 +208,99 @@ def test_the_zygote_loads_no_openssl():
     )
     modules = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert "'judge.runner'" in modules and "_hashlib" not in modules
+
+
+def _in_child(body) -> int:
+    """Run body() in a forked child; its return value (0-255) is the exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_the_runner_filter_denies_memory_no_process_holds_and_nothing_else(tmp_path) -> None:
+    """After `seccomp.install`: memfd_create and shmget fail with ENOSYS, in this process and in
+    what it forks; files, pipes, shared file mappings, fork still work."""
+    import ctypes
+    import errno
+    import mmap
+
+    from sandbox.judge import seccomp
+
+    def body() -> int:
+        if not seccomp.install():
+            return 1
+        try:
+            os.memfd_create("x")
+            return 2
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                return 3
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.shmget(0, 4096, 0o1600) != -1 or ctypes.get_errno() != errno.ENOSYS:
+            return 4
+        path = tmp_path / "shared"
+        path.write_bytes(b"\0" * 4096)
+        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 4096, flags=mmap.MAP_SHARED) as m:
+            m[0] = 7
+        read_end, write_end = os.pipe()
+        os.write(write_end, b"ok")
+        if os.read(read_end, 2) != b"ok" or path.read_bytes()[0] != 7:
+            return 5
+        child = os.fork()
+        if child == 0:
+            try:
+                os.memfd_create("y")
+                os._exit(6)
+            except OSError:
+                os._exit(0)
+        return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+    assert _in_child(body) == 0
+    os.close(os.memfd_create("here, unfiltered"))  # the filter stayed in the child
+
+
+def test_the_filter_program_jumps_to_the_denial(monkeypatch) -> None:
+    from sandbox.judge import seccomp
+
+    for machine, (arch, x32, calls) in seccomp.DENIED.items():
+        program = seccomp.program(machine)
+        deny = len(program) - 1
+        assert program[deny] == (seccomp.BPF_RET_K, 0, 0, seccomp.SECCOMP_RET_ERRNO | 38)
+        assert program[deny - 1] == (seccomp.BPF_RET_K, 0, 0, seccomp.SECCOMP_RET_ALLOW)
+        denied = {k for i, (code, jt, jf, k) in enumerate(program) if code != seccomp.BPF_LD_W_ABS
+                  and i + 1 + (jt or jf) == deny and (jt or jf)}
+        assert denied == {arch} | set(calls.values()) | ({seccomp.X32_SYSCALL_BIT} if x32 else set())
+    assert seccomp.compiled("riscv64") is None
+    monkeypatch.setattr(seccomp, "_FILTER", None)
+    assert seccomp.install() is False  # no filter of ours for this machine: said, not pretended
+
+
+def test_shared_memory_counts_as_resident() -> None:
+    """treewatch.resident counts the MAP_SHARED pages a process filled (RssShmem), which the
+    private count (statm's resident - shared) left out."""
+    import mmap
+
+    from sandbox.judge import treewatch
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        block = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        for offset in range(0, 64 << 20, 4096):
+            block[offset] = 1
+        os.write(write_end, b"+")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert os.read(read_end, 1) == b"+"
+        statm = open(f"/proc/{pid}/statm").read().split()
+        private = (int(statm[1]) - int(statm[2])) * os.sysconf("SC_PAGE_SIZE")
+        assert treewatch.resident(pid) - private >= (60 << 20)  # the shared block, which private left out
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
