@@ -151,7 +151,8 @@ class EvalResult(BaseModel):
 # /run_code
 
 DRIVER = r'''
-import base64 as _b, json as _j, linecache as _lc, os as _o, sys as _s, time as _t, traceback as _tb, types as _ty
+import base64 as _b, json as _j, linecache as _lc, os as _o, sys as _s, tempfile as _tf, time as _t, traceback as _tb
+import types as _ty
 def _qrpo_run(src, files, fetch, cap, marker):
     report = _o.dup(2)
     for path, data in files.items():
@@ -159,7 +160,9 @@ def _qrpo_run(src, files, fetch, cap, marker):
             _o.makedirs(_o.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(_b.b64decode(data or ""))
-    out, err = _o.memfd_create("stdout"), _o.memfd_create("stderr")
+    # unnamed files in the fresh workdir (memory files are denied to solutions: judge/seccomp.py)
+    out_file, err_file = _tf.TemporaryFile(), _tf.TemporaryFile()
+    out, err = out_file.fileno(), err_file.fileno()
     _s.stdout.flush()
     _o.dup2(out, 1)
     _o.dup2(err, 2)
